@@ -1,0 +1,3 @@
+from genprop_cli.cli import main
+
+main()

@@ -1,0 +1,54 @@
+"""Typed configuration shared by the API and the CLI: tasks and propagation options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from genprop_cli.errors import OptionError
+
+CHUNK_SIZES = (32, 64, 128)
+DTYPES = ("auto", "fp32", "fp16", "bf16")
+
+
+class Task(str, Enum):
+    """The four things GenProp propagates; the task selects the task embedding and the extra outputs."""
+
+    EDIT = "edit"
+    REMOVE = "remove"
+    INSERT = "insert"
+    TRACK = "track"
+
+    @property
+    def index(self) -> int:
+        """Row of this task in the task-embedding table (stable: saved adapters depend on it)."""
+        return list(Task).index(self)
+
+
+@dataclass(frozen=True)
+class PropagationOptions:
+    """How one clip is propagated. `None` means "the variant's default" (weights.toml)."""
+
+    task: Task = Task.EDIT
+    chunk: int = 32
+    overlap: int = 8
+    steps: int | None = None
+    guidance: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    composite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.chunk not in CHUNK_SIZES:
+            raise OptionError(f"--chunk must be one of {', '.join(map(str, CHUNK_SIZES))}, got {self.chunk}")
+        if not 1 <= self.overlap < self.chunk:
+            raise OptionError(
+                f"--overlap must be at least 1 and smaller than --chunk ({self.chunk}), got {self.overlap}"
+            )
+        if self.steps is not None and self.steps < 1:
+            raise OptionError(f"--steps must be at least 1, got {self.steps}")
+        if self.guidance is not None and self.guidance < 0:
+            raise OptionError(f"--guidance must be >= 0, got {self.guidance}")
+        if self.dtype not in DTYPES:
+            raise OptionError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")

@@ -1,0 +1,198 @@
+"""GenProp's trainable parts, independent of the backbone family: the Selective Content Encoder (SCE),
+the Mask Prediction Decoder (MPD) and the task embedding, plus the frozen-backbone wrapper that runs them.
+
+At initialisation every injection layer and the task embedding are zero, so the wrapped denoiser computes
+exactly what the bare backbone computes (tested). The adapter file is one safetensors file whose metadata
+holds the small config needed to rebuild the modules around a backbone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from genprop_cli.config import Task
+from genprop_cli.errors import WeightsError
+from genprop_cli.models.backbones.base import Backbone, CallSlot, ForwardCall
+
+ADAPTER_FORMAT = "genprop-adapter"
+ADAPTER_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """What is needed, besides the backbone, to rebuild an adapter."""
+
+    family: str
+    sce_blocks: int
+    tasks: tuple[str, ...] = field(default_factory=lambda: tuple(t.value for t in Task))
+
+    def to_metadata(self) -> dict[str, str]:
+        body = {"format": ADAPTER_FORMAT, "version": ADAPTER_FORMAT_VERSION, **asdict(self)}
+        return {"genprop": json.dumps(body)}
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, str] | None, source: Path) -> AdapterConfig:
+        try:
+            body = json.loads((metadata or {})["genprop"])
+            if body.get("format") != ADAPTER_FORMAT or body.get("version") != ADAPTER_FORMAT_VERSION:
+                raise ValueError(body.get("format"))
+            return cls(family=body["family"], sce_blocks=int(body["sce_blocks"]), tasks=tuple(body["tasks"]))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise WeightsError(f"{source} is not a GenProp adapter file (missing or bad 'genprop' metadata)") from exc
+
+
+def zero_init(module: nn.Module) -> nn.Module:
+    """Sets every parameter of `module` to zero (the ControlNet trick that makes the adapter a no-op at start)."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class SelectiveContentEncoder(nn.Module):
+    """Trainable copy of the backbone's first N blocks reading the ORIGINAL video, with zero-init injections.
+
+    Its input is the backbone's own input features plus a projection of the original video's latents: the
+    backbone -> SCE direction of the paper's bidirectional exchange, which lets the SCE see what was edited.
+    """
+
+    def __init__(self, backbone: Backbone, num_blocks: int) -> None:
+        super().__init__()
+        self.source_projection = backbone.make_source_projection()
+        self.blocks = backbone.copy_encoder_blocks(num_blocks)
+        dtype = next(self.blocks.parameters()).dtype
+        self.injections = nn.ModuleList(
+            zero_init(backbone.make_injection(c)).to(dtype) for c in backbone.tap_channels(num_blocks)
+        )
+        self.inject_input = backbone.inject_input
+
+    def forward(
+        self, source: torch.Tensor, backbone_input: torch.Tensor, backbone: Backbone, call: ForwardCall
+    ) -> list[torch.Tensor]:
+        hidden = self.source_projection(source) + backbone_input
+        taps = [hidden] if self.inject_input else []
+        for block in self.blocks:
+            hidden, block_taps = backbone.run_encoder_block(block, hidden, call)
+            taps.extend(block_taps)
+        return [inject(t) for inject, t in zip(self.injections, taps, strict=True)]
+
+
+class MaskPredictionDecoder(nn.Module):
+    """Copy of the backbone's last block plus a per-position MLP head: one modification-mask logit per latent pixel."""
+
+    def __init__(self, backbone: Backbone) -> None:
+        super().__init__()
+        self.block = backbone.copy_decoder_block()
+        self.head = backbone.make_mask_head().to(next(self.block.parameters()).dtype)
+
+    def forward(self, backbone: Backbone, call: ForwardCall) -> torch.Tensor:
+        features = backbone.run_decoder_block(self.block, call)
+        return backbone.mask_logits_to_frames(self.head(features), call)
+
+
+class TaskEmbedding(nn.Module):
+    """One learned vector per task added to the backbone's conditioning embedding (zero at init)."""
+
+    def __init__(self, num_tasks: int, dim: int) -> None:
+        super().__init__()
+        self.table = zero_init(nn.Embedding(num_tasks, dim))
+
+    def forward(self, task_ids: torch.Tensor) -> torch.Tensor:
+        return self.table(task_ids)
+
+
+class GenPropAdapter(nn.Module):
+    """SCE + MPD + task embedding: everything GenProp trains; saved and loaded as one safetensors file."""
+
+    def __init__(self, backbone: Backbone, config: AdapterConfig) -> None:
+        super().__init__()
+        if config.family != backbone.family:
+            raise WeightsError(
+                f"adapter was made for a {config.family!r} backbone, but the variant's backbone is {backbone.family!r}"
+            )
+        self.config = config
+        self.sce = SelectiveContentEncoder(backbone, config.sce_blocks)
+        self.mpd = MaskPredictionDecoder(backbone)
+        self.task_embedding = TaskEmbedding(len(config.tasks), backbone.embedding_dim)
+
+    def save(self, path: Path) -> None:
+        """Writes the adapter as one safetensors file (temp file + rename)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.partial")
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(tmp), metadata=self.config.to_metadata())
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path, backbone: Backbone) -> GenPropAdapter:
+        """Rebuilds the adapter around `backbone` and loads its weights; refuses files that do not fit."""
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if path.suffix != ".safetensors":
+            raise WeightsError(f"{path}: only .safetensors adapter files are loaded")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                metadata = f.metadata()
+            state = load_file(str(path))
+        except Exception as exc:  # safetensors raises several unrelated types for a damaged file
+            raise WeightsError(f"{path}: cannot read adapter weights ({exc})") from exc
+        config = AdapterConfig.from_metadata(metadata, path)
+        adapter = cls(backbone, config)
+        dtype = next(adapter.parameters()).dtype
+        try:
+            adapter.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise WeightsError(f"{path}: adapter does not fit this backbone ({first})") from exc
+        return adapter
+
+
+@dataclass
+class GenPropOutput:
+    sample: torch.Tensor  # the backbone's prediction, with GenProp's conditioning
+    mask_logits: torch.Tensor  # (B, F, 1, h, w)
+
+
+class GenPropDenoiser(nn.Module):
+    """A frozen backbone denoiser with a GenProp adapter attached; called like the backbone plus the
+    original video's latents and a task. The backbone's parameters never require gradients."""
+
+    def __init__(self, backbone: Backbone, adapter: GenPropAdapter) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.denoiser = backbone.denoiser
+        self.adapter = adapter
+        self.denoiser.requires_grad_(False)
+        self._slot = CallSlot()
+        backbone.attach(adapter, self._slot)
+
+    def forward(
+        self,
+        *args: Any,
+        source_latents: torch.Tensor,
+        task_ids: torch.Tensor,
+        sce_scale: float = 1.0,
+        **kwargs: Any,
+    ) -> GenPropOutput:
+        call = ForwardCall(source_latents=source_latents, task_ids=task_ids, sce_scale=sce_scale)
+        self._slot.call = call
+        try:
+            out = self.denoiser(*args, return_dict=False, **kwargs)[0]
+        finally:
+            self._slot.call = None
+        if call.mask_logits is None:
+            raise RuntimeError("the GenProp hooks did not run: is the adapter attached to this denoiser?")
+        return GenPropOutput(sample=out, mask_logits=call.mask_logits)
+
+    def detach(self) -> None:
+        """Removes the hooks; `self.denoiser` is the untouched bare backbone again."""
+        self.backbone.detach()

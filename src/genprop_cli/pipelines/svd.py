@@ -1,0 +1,192 @@
+"""GenProp sampling on a Stable Video Diffusion backbone, one chunk at a time.
+
+It follows the conditioning of diffusers' `StableVideoDiffusionPipeline` (CLIP image embedding as the
+cross-attention context, the conditioning frame's VAE latent concatenated on channels to every frame,
+`added_time_ids = [fps - 1, motion_bucket_id, noise_aug_strength]`, Euler with v-prediction) and adds what
+GenProp needs: the original video's latents go to the SCE, the task selects the task embedding, and the
+MPD's mask comes out with the frames. Chunks after the first are conditioned on a latent the previous
+chunk generated, taken directly (no VAE decode/encode round trip at chunk boundaries, a known source of
+colour drift in chained windows); the CLIP embedding of the user's edited frame anchors every chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from genprop_cli.config import Task
+from genprop_cli.models.backbones import backbone_for
+from genprop_cli.models.genprop import AdapterConfig, GenPropAdapter, GenPropDenoiser
+
+StepCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class SVDConditioning:
+    """SVD micro-conditioning; defaults are the stock pipeline's."""
+
+    fps: int = 7
+    motion_bucket_id: int = 127
+    noise_aug_strength: float = 0.02
+
+
+@dataclass
+class ChunkResult:
+    latents: torch.Tensor  # (F, C, h, w), scaled latent space (what the denoiser predicts)
+    mask: torch.Tensor  # (F, 1, h, w) in [0, 1], the MPD's modification mask
+
+
+class GenPropSVDPipeline:
+    """Frozen SVD components + a GenProp adapter; methods are the steps of propagating one chunk."""
+
+    family = "svd"
+
+    def __init__(self, svd_pipeline, adapter: GenPropAdapter | None = None, *, sce_blocks: int | None = None) -> None:
+        self.vae = svd_pipeline.vae
+        self.image_encoder = svd_pipeline.image_encoder
+        self.feature_extractor = svd_pipeline.feature_extractor
+        self.scheduler = svd_pipeline.scheduler
+        self.unet = svd_pipeline.unet
+        self.backbone = backbone_for(self.family, self.unet)
+        if adapter is None:
+            blocks = sce_blocks or len(self.backbone.encoder_blocks())
+            adapter = GenPropAdapter(self.backbone, AdapterConfig(family=self.family, sce_blocks=blocks))
+        self.denoiser = GenPropDenoiser(self.backbone, adapter.to(self.unet.device, self.unet.dtype))
+        for module in (self.vae, self.image_encoder, self.unet):
+            module.requires_grad_(False).eval()
+        adapter.eval()
+
+    @classmethod
+    def from_pretrained(
+        cls, backbone_dir: Path, adapter_file: Path | None, *, device: torch.device, dtype: torch.dtype
+    ) -> GenPropSVDPipeline:
+        """Loads the backbone folder (diffusers layout, safetensors only) and the adapter file."""
+        from diffusers import StableVideoDiffusionPipeline
+
+        svd = StableVideoDiffusionPipeline.from_pretrained(str(backbone_dir), dtype=dtype, use_safetensors=True)
+        svd.to(device)
+        adapter = None
+        if adapter_file is not None:
+            adapter = GenPropAdapter.load(adapter_file, backbone_for(cls.family, svd.unet))
+        return cls(svd, adapter)
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    @property
+    def spatial_factor(self) -> int:
+        """Pixels per latent pixel."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def size_multiple(self) -> int:
+        """Working width and height must be multiples of this (VAE factor x U-Net downsampling)."""
+        return self.spatial_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    # --- conditioning ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def embed_image(self, image: torch.Tensor) -> torch.Tensor:
+        """CLIP image embedding of one frame (3, H, W) in [-1, 1] -> (1, 1, D)."""
+        size = self.image_encoder.config.image_size
+        pixels = F.interpolate(image[None].float(), size=(size, size), mode="bicubic", antialias=True)
+        pixels = ((pixels.clamp(-1, 1) + 1) / 2).to(self.device)
+        mean = torch.tensor(self.feature_extractor.image_mean, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.feature_extractor.image_std, device=self.device).view(1, 3, 1, 1)
+        pixels = ((pixels - mean) / std).to(self.image_encoder.dtype)
+        return self.image_encoder(pixels).image_embeds[:, None].to(self.dtype)
+
+    @torch.no_grad()
+    def encode_condition(self, image: torch.Tensor, generator: torch.Generator | None, noise_aug: float) -> torch.Tensor:
+        """VAE latent of the conditioning frame (3, H, W) after SVD's noise augmentation -> (C, h, w), unscaled."""
+        image = image.to(self.device, self.vae.dtype)[None]
+        noise = torch.randn(image.shape, generator=generator, device=self.device, dtype=image.dtype)
+        return self.vae.encode(image + noise_aug * noise).latent_dist.mode()[0].to(self.dtype)
+
+    @torch.no_grad()
+    def encode_frames(self, frames: torch.Tensor, batch: int = 8) -> torch.Tensor:
+        """Frames (F, 3, H, W) in [-1, 1] -> scaled latents (F, C, h, w)."""
+        parts = []
+        for i in range(0, frames.shape[0], batch):
+            x = frames[i : i + batch].to(self.device, self.vae.dtype)
+            parts.append(self.vae.encode(x).latent_dist.mode())
+        return (torch.cat(parts) * self.vae.config.scaling_factor).to(self.dtype)
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor, batch: int = 8) -> torch.Tensor:
+        """Scaled latents (F, C, h, w) -> frames (F, 3, H, W) in [-1, 1], float32, `batch` frames at a time."""
+        latents = latents.to(self.vae.dtype) / self.vae.config.scaling_factor
+        parts = []
+        for i in range(0, latents.shape[0], batch):
+            part = latents[i : i + batch]
+            parts.append(self.vae.decode(part, num_frames=part.shape[0]).sample.float())
+        return torch.cat(parts).clamp(-1, 1)
+
+    def conditioning_from_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        """A generated (scaled) latent reused as the next chunk's conditioning latent (unscaled)."""
+        return latent / self.vae.config.scaling_factor
+
+    # --- sampling ----------------------------------------------------------------------------------
+    def _added_time_ids(self, batch: int, cond: SVDConditioning) -> torch.Tensor:
+        # SVD was trained on fps - 1 (see diffusers' SVD pipeline).
+        ids = torch.tensor([[cond.fps - 1, cond.motion_bucket_id, cond.noise_aug_strength]], dtype=self.dtype)
+        return ids.repeat(batch, 1).to(self.device)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        *,
+        source_latents: torch.Tensor,
+        condition_latent: torch.Tensor,
+        image_embeds: torch.Tensor,
+        task: Task,
+        steps: int,
+        guidance: float,
+        generator: torch.Generator | None = None,
+        conditioning: SVDConditioning = SVDConditioning(),
+        sce_scale: float = 1.0,
+        on_step: StepCallback | None = None,
+    ) -> ChunkResult:
+        """Denoises one chunk. `source_latents` (F, C, h, w) scaled; `condition_latent` (C, h, w) unscaled."""
+        frames, channels, h, w = source_latents.shape
+        use_cfg = guidance > 1.0
+        batch = 2 if use_cfg else 1
+
+        self.scheduler.set_timesteps(steps, device=self.device)
+        shape = (1, frames, channels, h, w)
+        latents = torch.randn(shape, generator=generator, device=self.device, dtype=torch.float32).to(self.dtype)
+        latents = latents * self.scheduler.init_noise_sigma
+
+        image_latents = condition_latent[None, None].expand(1, frames, -1, -1, -1)
+        context = image_embeds
+        if use_cfg:  # unconditional branch first, as in the stock pipeline: no frame, no CLIP context
+            image_latents = torch.cat([torch.zeros_like(image_latents), image_latents])
+            context = torch.cat([torch.zeros_like(context), context])
+        source = source_latents[None].expand(batch, -1, -1, -1, -1)
+        task_ids = torch.full((batch,), task.index, device=self.device, dtype=torch.long)
+        time_ids = self._added_time_ids(batch, conditioning)
+
+        mask_logits = None
+        for i, t in enumerate(self.scheduler.timesteps):
+            model_in = self.scheduler.scale_model_input(latents, t).expand(batch, -1, -1, -1, -1)
+            model_in = torch.cat([model_in, image_latents], dim=2)
+            out = self.denoiser(
+                model_in, t, context, time_ids, source_latents=source, task_ids=task_ids, sce_scale=sce_scale
+            )
+            pred = out.sample
+            if use_cfg:
+                uncond, cond = pred.chunk(2)
+                pred = uncond + guidance * (cond - uncond)
+            mask_logits = out.mask_logits[-1:]  # conditional branch
+            latents = self.scheduler.step(pred, t, latents).prev_sample
+            if on_step is not None:
+                on_step(i + 1, steps)
+        return ChunkResult(latents=latents[0], mask=torch.sigmoid(mask_logits[0].float()))

@@ -82,17 +82,20 @@ def build_random_tiny_pipeline(seed: int = 0):
     )
 
 
-def build_random_tiny(output_dir: Path, seed: int = 0) -> tuple[Path, Path]:
-    """Writes the backbone (diffusers layout, safetensors) and a zero-initialised adapter; returns both paths."""
+def build_random_tiny(output_dir: Path, seed: int = 0, storage_dtype: torch.dtype = torch.float16) -> tuple[Path, Path]:
+    """Writes the backbone (diffusers layout, safetensors) and a zero-initialised adapter; returns both paths.
+
+    Weights are stored in half precision to keep the shipped files small; they load in any dtype.
+    """
     from genprop_cli.models.backbones import backbone_for
     from genprop_cli.models.genprop import AdapterConfig, GenPropAdapter
 
     output_dir = Path(output_dir)
     pipe = build_random_tiny_pipeline(seed)
     backbone_dir = output_dir / "backbone"
-    pipe.save_pretrained(backbone_dir, safe_serialization=True)
     backbone = backbone_for("svd", pipe.unet)
     adapter = GenPropAdapter(backbone, AdapterConfig(family="svd", sce_blocks=len(backbone.encoder_blocks())))
+    pipe.to(dtype=storage_dtype).save_pretrained(backbone_dir, safe_serialization=True)
     adapter_file = output_dir / "adapter.safetensors"
-    adapter.save(adapter_file)
+    adapter.to(storage_dtype).save(adapter_file)
     return backbone_dir, adapter_file

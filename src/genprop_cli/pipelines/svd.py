@@ -62,12 +62,20 @@ class GenPropSVDPipeline:
 
     @classmethod
     def from_pretrained(
-        cls, backbone_dir: Path, adapter_file: Path | None, *, device: torch.device, dtype: torch.dtype
+        cls,
+        backbone_dir: Path,
+        adapter_file: Path | None,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        file_variant: str | None = None,
     ) -> GenPropSVDPipeline:
         """Loads the backbone folder (diffusers layout, safetensors only) and the adapter file."""
         from diffusers import StableVideoDiffusionPipeline
 
-        svd = StableVideoDiffusionPipeline.from_pretrained(str(backbone_dir), dtype=dtype, use_safetensors=True)
+        svd = StableVideoDiffusionPipeline.from_pretrained(
+            str(backbone_dir), dtype=dtype, use_safetensors=True, variant=file_variant
+        )
         svd.to(device)
         adapter = None
         if adapter_file is not None:

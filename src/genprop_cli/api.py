@@ -1,0 +1,466 @@
+"""The Python API under the CLI: load a variant once, then propagate first-frame edits through clips.
+
+    from genprop_cli import GenProp, Clip, PropagationOptions, Task
+
+    model = GenProp.load()                                   # default variant from weights.toml
+    clip = Clip.open("clip.mp4", "edited.png")               # validates the video and the edited frame
+    for frame in model.propagate(clip, PropagationOptions(task=Task.REMOVE)):
+        ...                                                  # frames arrive chunk by chunk, in order
+
+`render()` does the same and writes the video (with the original audio) and, optionally, the masks.
+Memory does not grow with the clip's length: frames are decoded, propagated and encoded as a stream.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from genprop_cli.chunking import ChunkSpan, Stitcher, plan_chunks
+from genprop_cli.config import PropagationOptions, Task
+from genprop_cli.errors import DeviceError, OptionError, OutputError
+from genprop_cli.images import load_first_frame, save_png_atomic
+from genprop_cli.video_io import (
+    EncoderOptions,
+    VideoFrame,
+    VideoInfo,
+    VideoWriter,
+    check_output_path,
+    iter_frames,
+    probe_video,
+)
+from genprop_cli.weights import Limits, ResolvedVariant, resolve_variant
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Where a propagation is: `step` of `steps` denoising steps in chunk `chunk` (1-based) of `chunks`."""
+
+    chunk: int
+    chunks: int
+    step: int
+    steps: int
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+
+
+@dataclass(frozen=True)
+class OutputFrame:
+    index: int
+    pts: int
+    time_base: object  # fractions.Fraction, the input stream's
+    rgb: np.ndarray  # (H, W, 3) uint8 at the input's display size
+    mask: np.ndarray  # (H, W) uint8, 255 = modified
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A validated input: the video's facts and the edited first frame at the video's display size."""
+
+    video: Path
+    info: VideoInfo
+    first_frame: np.ndarray  # (H, W, 3) uint8
+    notes: tuple[str, ...] = ()
+
+    @classmethod
+    def open(cls, video: Path | str, first_frame: Path | str | np.ndarray) -> Clip:
+        """Probes the video (no full decode) and loads and checks the edited first frame."""
+        video = Path(video)
+        info = probe_video(video)
+        if isinstance(first_frame, np.ndarray):
+            if first_frame.shape != (info.height, info.width, 3) or first_frame.dtype != np.uint8:
+                raise OptionError(
+                    f"first frame array must be uint8 ({info.height}, {info.width}, 3), got "
+                    f"{first_frame.dtype} {first_frame.shape}"
+                )
+            return cls(video, info, first_frame)
+        image, note = load_first_frame(Path(first_frame), (info.width, info.height))
+        return cls(video, info, image, (note,) if note else ())
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA when present; an unavailable device is an error, never a silent fallback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise OptionError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {name!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {name}: CUDA is not available on this machine (torch {torch.__version__}); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"--device {name}: MPS is not available on this machine; use --device cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise OptionError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device, variant_default: str) -> torch.dtype:
+    """`auto` is the variant's dtype on an accelerator and float32 on the CPU (half precision is slow there)."""
+    if name == "auto":
+        name = variant_default if device.type != "cpu" else "fp32"
+    if name not in DTYPES:
+        raise OptionError(f"--dtype must be one of auto, {', '.join(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
+
+def working_size(width: int, height: int, limits: Limits, multiple: int) -> tuple[int, int]:
+    """The size the model runs at: the input's aspect ratio at the variant's pixel budget, rounded to `multiple`."""
+    scale = math.sqrt(limits.max_pixels / (width * height))
+    step = max(multiple, limits.multiple_of)
+    w = max(step, int(width * scale) // step * step)
+    h = max(step, int(height * scale) // step * step)
+    return w, h
+
+
+def _to_model_frames(frames: list[np.ndarray], size: tuple[int, int]) -> torch.Tensor:
+    """uint8 (H, W, 3) frames -> (F, 3, h, w) float in [-1, 1] at the working size."""
+    x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return F.interpolate(x, size=(size[1], size[0]), mode="bilinear", antialias=True, align_corners=False)
+
+
+def _to_display(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Working-size (h, w[, 3]) float in [0, 1] -> display-size float in [0, 1]."""
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    t = t.permute(2, 0, 1)[None] if t.ndim == 3 else t[None, None]
+    t = F.interpolate(t, size=(size[1], size[0]), mode="bicubic", align_corners=False).clamp(0, 1)
+    return t[0].permute(1, 2, 0).numpy() if x.ndim == 3 else t[0, 0].numpy()
+
+
+def _windows(frames: Iterator[VideoFrame], chunk: int, overlap: int) -> Iterator[tuple[ChunkSpan, list[VideoFrame], bool]]:
+    """Groups a frame stream into the chunks `plan_chunks` describes, without knowing the length ahead.
+
+    Yields (span, frames, is_last); holds at most one chunk of decoded frames.
+    """
+    window: deque[VideoFrame] = deque()
+    start, shared, index = 0, 0, 0
+    pending = next(frames, None)
+    while pending is not None:
+        while pending is not None and len(window) < chunk:
+            window.append(pending)
+            pending = next(frames, None)
+        last = pending is None
+        span = ChunkSpan(index, start, start + len(window), shared)
+        yield span, list(window), last
+        if last:
+            return
+        for _ in range(chunk - overlap):
+            window.popleft()
+        start, shared, index = start + chunk - overlap, overlap, index + 1
+
+
+class GenProp:
+    """A loaded GenProp variant (frozen backbone + adapter) on one device; load once, propagate many clips."""
+
+    def __init__(self, pipeline, variant: ResolvedVariant) -> None:
+        self.pipeline = pipeline
+        self.variant = variant
+
+    @classmethod
+    def load(
+        cls,
+        model: str | None = None,
+        *,
+        adapter: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        offline: bool | None = None,
+    ) -> GenProp:
+        """Resolves the variant through weights.toml (Hub cache or local files, hashes checked) and loads it."""
+        from genprop_cli.pipelines import pipeline_class
+
+        torch_device = resolve_device(device)
+        resolved = resolve_variant(model, adapter=adapter, offline=offline)
+        torch_dtype = resolve_dtype(dtype, torch_device, resolved.spec.defaults.dtype)
+        _quiet_libraries()
+        pipeline = pipeline_class(resolved.spec.family).from_pretrained(
+            resolved.backbone_dir,
+            resolved.adapter_file,
+            device=torch_device,
+            dtype=torch_dtype,
+            file_variant=resolved.spec.backbone_file_variant,
+        )
+        return cls(pipeline, resolved)
+
+    @property
+    def name(self) -> str:
+        return self.variant.spec.name
+
+    def effective_options(self, options: PropagationOptions) -> tuple[int, float]:
+        """Steps and guidance after applying the variant's defaults."""
+        defaults = self.variant.spec.defaults
+        steps = options.steps if options.steps is not None else defaults.steps
+        guidance = options.guidance if options.guidance is not None else defaults.guidance
+        return steps, guidance
+
+    def check_clip(self, clip: Clip) -> None:
+        """Refuses clips over the variant's frame limit before any work is done."""
+        limit = self.variant.spec.limits.max_frames
+        if clip.info.num_frames > limit:
+            raise OptionError(
+                f"{clip.video.name} has {clip.info.num_frames} frames; variant {self.name!r} allows at most {limit}"
+            )
+
+    def propagate(
+        self,
+        clip: Clip,
+        options: PropagationOptions,
+        *,
+        on_progress: ProgressCallback | None = None,
+    ) -> Iterator[OutputFrame]:
+        """Yields the output frames in order, chunk by chunk, as they are finished."""
+        self.check_clip(clip)
+        pipe = self.pipeline
+        steps, guidance = self.effective_options(options)
+        display = (clip.info.width, clip.info.height)
+        work = working_size(*display, self.variant.spec.limits, pipe.size_multiple)
+        chunks = len(plan_chunks(max(clip.info.num_frames, 1), options.chunk, options.overlap))
+
+        edited = _to_model_frames([clip.first_frame], work)[0]
+        image_embeds = pipe.embed_image(edited)
+        generator = torch.Generator(device=pipe.device)
+        generator.manual_seed(options.seed)
+        condition = pipe.encode_condition(edited, generator, noise_aug=0.02)
+
+        stitcher = Stitcher()
+        held: dict[int, VideoFrame] = {}
+        for span, frames, last in _windows(iter_frames(clip.video), options.chunk, options.overlap):
+            chunks = max(chunks, span.index + 1)
+            if span.index > 0:
+                condition = pipe.conditioning_from_latent(previous_latents[span.start - previous_start])
+            generator.manual_seed(options.seed + span.start)  # per-chunk, reproducible (LTX's scheme)
+            source = pipe.encode_frames(_to_model_frames([f.rgb for f in frames], work))
+
+            def step_done(step: int, total: int, _k: int = span.index) -> None:
+                if on_progress is not None:
+                    on_progress(ProgressEvent(chunk=_k + 1, chunks=chunks, step=step, steps=total))
+
+            result = pipe.generate(
+                source_latents=source,
+                condition_latent=condition,
+                image_embeds=image_embeds,
+                task=options.task,
+                steps=steps,
+                guidance=guidance,
+                generator=generator,
+                on_step=step_done,
+            )
+            previous_latents, previous_start = result.latents, span.start
+            rgb = ((pipe.decode_latents(result.latents) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
+            mask = F.interpolate(result.mask, size=(work[1], work[0]), mode="bilinear", align_corners=False)
+            mask = mask[:, 0].cpu().numpy()
+            for f in frames:
+                held[f.index] = f
+            for done in stitcher.push(span, rgb, mask, last=last, overlap=options.overlap):
+                source_frame = held.pop(done.index)
+                yield self._finish_frame(done.rgb, done.mask, source_frame, display, options.composite)
+
+    @staticmethod
+    def _finish_frame(
+        rgb: np.ndarray, mask: np.ndarray, source: VideoFrame, display: tuple[int, int], composite: bool
+    ) -> OutputFrame:
+        """Scales a stitched frame to the display size; with `composite`, unmodified pixels come from the source."""
+        out = _to_display(rgb, display)
+        m = _to_display(mask, display)
+        if composite:
+            src = source.rgb.astype(np.float32) / 255.0
+            out = m[..., None] * out + (1 - m[..., None]) * src
+        return OutputFrame(
+            index=source.index,
+            pts=source.pts,
+            time_base=source.time_base,
+            rgb=(out * 255 + 0.5).clip(0, 255).astype(np.uint8),
+            mask=(m * 255 + 0.5).clip(0, 255).astype(np.uint8),
+        )
+
+
+@dataclass
+class RenderResult:
+    """What `render` did; `to_json()` is the CLI's `--json` document."""
+
+    task: str
+    input: str
+    output: str
+    masks: str | None
+    variant: str
+    adapter_sha256: str | None
+    device: str
+    dtype: str
+    seed: int
+    steps: int
+    guidance: float
+    chunk: int
+    overlap: int
+    frames: int
+    chunks: int
+    width: int
+    height: int
+    working_width: int
+    working_height: int
+    fps: float
+    duration_s: float
+    audio_streams: int
+    elapsed_s: float
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps({"status": "ok", **asdict(self)}, indent=2)
+
+
+def default_output_path(video: Path, task: Task) -> Path:
+    """`clip.mp4` -> `clip.genprop-remove.mp4` next to the input (mp4 unless the input is .mov/.mkv)."""
+    suffix = video.suffix.lower() if video.suffix.lower() in (".mp4", ".mov", ".mkv") else ".mp4"
+    return video.with_name(f"{video.stem}.genprop-{task.value}{suffix}")
+
+
+def default_masks_dir(output: Path) -> Path:
+    return output.with_name(f"{output.stem}.masks")
+
+
+def check_masks_dir(masks: Path, *, overwrite: bool) -> None:
+    if not masks.parent.is_dir():
+        raise OutputError(f"mask folder's parent {masks.parent} does not exist")
+    if masks.exists() and not overwrite:
+        raise OutputError(f"{masks} exists; pass --overwrite to replace it")
+
+
+class _MaskSequence:
+    """Writes masks as a PNG sequence into a temporary folder, renamed into place only on success."""
+
+    def __init__(self, target: Path, overwrite: bool) -> None:
+        check_masks_dir(target, overwrite=overwrite)
+        self.target, self.overwrite = target, overwrite
+        self.tmp = target.with_name(f".{target.name}.partial-{time.time_ns()}")
+        self.tmp.mkdir()
+
+    def write(self, index: int, mask: np.ndarray) -> None:
+        save_png_atomic(self.tmp / f"{index:06d}.png", mask)
+
+    def commit(self) -> Path:
+        if self.target.exists() and self.overwrite:
+            shutil.rmtree(self.target)
+        self.tmp.replace(self.target)
+        return self.target
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def render(
+    model: GenProp,
+    clip: Clip,
+    output: Path,
+    options: PropagationOptions,
+    *,
+    overwrite: bool = False,
+    masks: Path | None = None,
+    encoder: EncoderOptions = EncoderOptions(),
+    on_progress: ProgressCallback | None = None,
+) -> RenderResult:
+    """Propagates and writes the output video (original audio kept) and, if asked, the mask PNG sequence.
+
+    Nothing is left behind on failure or Ctrl-C: both outputs are written to temporary paths and renamed
+    into place only when complete. The input is never opened for writing.
+    """
+    started = time.perf_counter()
+    output = Path(output)
+    check_output_path(output, input_path=clip.video, overwrite=overwrite)
+    model.check_clip(clip)
+    steps, guidance = model.effective_options(options)
+    display = (clip.info.width, clip.info.height)
+    work = working_size(*display, model.variant.spec.limits, model.pipeline.size_multiple)
+    mask_writer = _MaskSequence(masks, overwrite) if masks is not None else None
+    frames = 0
+    try:
+        with VideoWriter(
+            output, source=clip.info, width=display[0], height=display[1], encoder=encoder, overwrite=overwrite
+        ) as writer:
+            for frame in model.propagate(clip, options, on_progress=on_progress):
+                writer.write(frame.rgb, frame.pts, frame.time_base)
+                if mask_writer is not None:
+                    mask_writer.write(frame.index, frame.mask)
+                frames += 1
+        masks_path = mask_writer.commit() if mask_writer is not None else None
+    except BaseException as exc:
+        if mask_writer is not None:
+            mask_writer.abort()
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            raise DeviceError(
+                f"out of GPU memory at --chunk {options.chunk}; try --chunk {max(32, options.chunk // 2)}, "
+                "--dtype fp16/bf16, or a smaller variant"
+            ) from None
+        raise
+    return RenderResult(
+        task=options.task.value,
+        input=str(clip.video),
+        output=str(output),
+        masks=str(masks_path) if masks_path else None,
+        variant=model.name,
+        adapter_sha256=model.variant.adapter_sha256,
+        device=str(model.pipeline.device),
+        dtype=str(model.pipeline.dtype).removeprefix("torch."),
+        seed=options.seed,
+        steps=steps,
+        guidance=guidance,
+        chunk=options.chunk,
+        overlap=options.overlap,
+        frames=frames,
+        chunks=len(plan_chunks(max(frames, 1), options.chunk, options.overlap)),
+        width=display[0],
+        height=display[1],
+        working_width=work[0],
+        working_height=work[1],
+        fps=clip.info.fps,
+        duration_s=clip.info.duration_s,
+        audio_streams=len(clip.info.audio),
+        elapsed_s=round(time.perf_counter() - started, 3),
+        warnings=[*clip.notes, *writer.warnings],
+    )
+
+
+def _quiet_libraries() -> None:
+    """diffusers/transformers print load progress bars and advice; the CLI has its own progress display."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+
+
+def propagate(
+    video: Path | str,
+    first_frame: Path | str | np.ndarray,
+    *,
+    task: Task | str = Task.EDIT,
+    model: str | None = None,
+    adapter: str | None = None,
+    on_progress: ProgressCallback | None = None,
+    **options: object,
+) -> Iterator[OutputFrame]:
+    """One-call convenience: loads the variant and yields the output frames of one clip.
+
+    `options` are `PropagationOptions` fields (chunk, overlap, steps, guidance, seed, device, dtype, composite).
+    Load a `GenProp` yourself to process several clips without reloading the model.
+    """
+    opts = PropagationOptions(task=Task(task), **options)  # type: ignore[arg-type]
+    clip = Clip.open(video, first_frame)
+    loaded = GenProp.load(model, adapter=adapter, device=opts.device, dtype=opts.dtype)
+    yield from loaded.propagate(clip, opts, on_progress=on_progress)

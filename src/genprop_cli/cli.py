@@ -1,0 +1,283 @@
+"""`genprop`: a thin Typer shell over `genprop_cli.api`. It parses, validates cheap things before loading any
+weights, shows progress on stderr, and turns library errors into one line and an exit code:
+0 ok, 1 runtime failure, 2 bad option, 3 unusable input, 4 output problem, 5 weights, 6 device, 130 Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from genprop_cli import __version__
+from genprop_cli.config import CHUNK_SIZES, PropagationOptions, Task
+from genprop_cli.errors import GenPropError
+
+err = Console(stderr=True)
+
+app = typer.Typer(
+    name="genprop",
+    help="Carry a first-frame edit through a whole video (Generative Video Propagation).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Exit codes: 0 ok, 1 failure, 2 bad option, 3 bad input, 4 output exists/unwritable, 5 weights, "
+    "6 device, 130 interrupted.",
+)
+models_app = typer.Typer(help="List, download and build model variants.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+TASK_HELP = {
+    Task.EDIT: "Propagate an appearance or shape edit made on the first frame.",
+    Task.REMOVE: "Erase through the whole clip what was erased in the first frame (shadows included).",
+    Task.INSERT: "Keep an object pasted into the first frame in the scene for the whole clip.",
+    Task.TRACK: "Propagate a colour marker painted on the first frame; also writes per-frame masks.",
+}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"genprop {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        Optional[bool], typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print the version.")
+    ] = None,
+) -> None:
+    """Carry a first-frame edit through a whole video (Generative Video Propagation)."""
+
+
+def fail(exc: BaseException, verbose: bool) -> typer.Exit:
+    """One line on stderr and the matching exit code (a traceback only with -v, for unexpected errors)."""
+    if isinstance(exc, GenPropError):
+        err.print(f"[bold red]genprop: error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        return typer.Exit(exc.exit_code)
+    if isinstance(exc, KeyboardInterrupt):
+        err.print("genprop: interrupted; no output was written", highlight=False)
+        return typer.Exit(130)
+    if verbose:
+        traceback.print_exception(exc, file=sys.stderr)
+    err.print(
+        f"[bold red]genprop: internal error:[/] {type(exc).__name__}: {exc} (run with -v for the traceback)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return typer.Exit(1)
+
+
+class _ProgressDisplay:
+    """Rich progress on stderr: one bar over all denoising steps of all chunks, with the ETA."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("steps"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+            disable=not enabled,
+        )
+        self.task_id = None
+
+    def __enter__(self) -> _ProgressDisplay:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+    def __call__(self, event) -> None:
+        total = event.chunks * event.steps
+        done = (event.chunk - 1) * event.steps + event.step
+        description = f"chunk {event.chunk}/{event.chunks}"
+        if self.task_id is None:
+            self.task_id = self.progress.add_task(description, total=total)
+        self.progress.update(self.task_id, total=total, completed=done, description=description)
+
+
+def _run_task(
+    task: Task,
+    video: Path,
+    first_frame: Path,
+    output: Optional[Path],
+    overwrite: bool,
+    model: Optional[str],
+    adapter: Optional[str],
+    device: str,
+    dtype: str,
+    seed: int,
+    steps: Optional[int],
+    guidance: Optional[float],
+    chunk: int,
+    overlap: int,
+    composite: bool,
+    masks: Optional[Path],
+    crf: int,
+    preset: str,
+    json_out: bool,
+    quiet: bool,
+    verbose: bool,
+) -> None:
+    from genprop_cli import api
+    from genprop_cli.video_io import EncoderOptions, check_output_path
+
+    try:
+        options = PropagationOptions(
+            task=task, chunk=chunk, overlap=overlap, steps=steps, guidance=guidance, seed=seed,
+            device=device, dtype=dtype, composite=composite,
+        )  # fmt: skip
+        output = output or api.default_output_path(video, task)
+        check_output_path(output, input_path=video, overwrite=overwrite)
+        if masks is None and task is Task.TRACK:
+            masks = api.default_masks_dir(output)
+        if masks is not None:
+            api.check_masks_dir(masks, overwrite=overwrite)
+        clip = api.Clip.open(video, first_frame)
+        for note in clip.notes:
+            if not quiet:
+                err.print(f"note: {note}", highlight=False)
+        model_ = api.GenProp.load(model, adapter=adapter, device=device, dtype=dtype)
+        if model_.variant.spec.untrained and not quiet:
+            err.print(
+                f"[yellow]warning:[/] variant {model_.name!r} has random, untrained weights: its output is not a result",
+                highlight=False,
+            )
+        with _ProgressDisplay(enabled=not quiet and err.is_terminal) as progress:
+            result = api.render(
+                model_, clip, output, options, overwrite=overwrite, masks=masks,
+                encoder=EncoderOptions(crf=crf, preset=preset), on_progress=progress,
+            )  # fmt: skip
+    except (GenPropError, KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - the CLI boundary
+        raise fail(exc, verbose) from None
+    if json_out:
+        typer.echo(result.to_json())
+    if not quiet:
+        for warning in result.warnings:
+            err.print(f"note: {warning}", highlight=False)
+        masks_note = f", masks in {result.masks}" if result.masks else ""
+        err.print(
+            f"wrote {result.output} ({result.frames} frames, {result.chunks} chunk(s), {result.elapsed_s:.1f} s"
+            f"{masks_note})",
+            highlight=False,
+        )
+
+
+def _make_task_command(task: Task):
+    """One Typer command per task, all sharing one option list (defined once, here)."""
+
+    def command(
+        video: Annotated[Path, typer.Argument(help="Input video (.mp4, .mov, .mkv, ...).", show_default=False)],
+        first_frame: Annotated[
+            Path, typer.Option("--first-frame", "-f", help="The edited first frame (PNG/JPEG/WebP).", show_default=False)
+        ],
+        output: Annotated[
+            Optional[Path],
+            typer.Option("--output", "-o", help="Output video; default: <input>.genprop-<task>.mp4 beside the input."),
+        ] = None,
+        overwrite: Annotated[bool, typer.Option("--overwrite", "-y", help="Replace existing outputs.")] = False,
+        model: Annotated[
+            Optional[str], typer.Option("--model", "--variant", "-m", help="Variant from weights.toml (see `genprop models list`).")
+        ] = None,
+        adapter: Annotated[
+            Optional[str],
+            typer.Option(help="Adapter weights overriding the variant's: a .safetensors path or hf://org/name@REV/file."),
+        ] = None,
+        device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+        dtype: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16 (auto: fp32 on CPU).")] = "auto",
+        seed: Annotated[int, typer.Option(help="Random seed (each chunk uses seed + its first frame index).")] = 0,
+        steps: Annotated[Optional[int], typer.Option(help="Denoising steps (default: the variant's).")] = None,
+        guidance: Annotated[
+            Optional[float], typer.Option(help="Classifier-free guidance scale (default: the variant's; <= 1 disables).")
+        ] = None,
+        chunk: Annotated[int, typer.Option(help=f"Frames per chunk: {', '.join(map(str, CHUNK_SIZES))}.")] = 32,
+        overlap: Annotated[int, typer.Option(help="Frames shared (and cross-faded) by consecutive chunks.")] = 8,
+        composite: Annotated[
+            bool, typer.Option(help="Take unmodified pixels (per the predicted mask) from the source at full resolution.")
+        ] = False,
+        masks: Annotated[
+            Optional[Path],
+            typer.Option(help="Write the predicted masks as a PNG sequence into this folder (track: on by default)."),
+        ] = None,
+        crf: Annotated[int, typer.Option(help="libx264 CRF (lower is better quality).")] = 18,
+        preset: Annotated[str, typer.Option(help="libx264 preset.")] = "veryfast",
+        json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
+        verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More detail; tracebacks for internal errors.")] = False,
+    ) -> None:
+        _run_task(**{**locals(), "task": task})
+
+    command.__doc__ = TASK_HELP[task]
+    return command
+
+
+for _task in Task:
+    app.command(_task.value, help=TASK_HELP[_task])(_make_task_command(_task))
+
+
+@models_app.command("list")
+def models_list(
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
+    """List the variants in weights.toml and whether their files are present locally."""
+    import json
+
+    from genprop_cli.weights import load_registry, variant_status
+
+    try:
+        registry = load_registry()
+        rows = [variant_status(spec) for spec in registry.variants.values()]
+    except GenPropError as exc:
+        raise fail(exc, False) from None
+    if json_out:
+        typer.echo(json.dumps({"default": registry.default_variant, "variants": rows}, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table("variant", "family", "backbone", "adapter", "description")
+    for row in rows:
+        name = row["name"] + (" (default)" if row["name"] == registry.default_variant else "")
+        table.add_row(name, row["family"], row["backbone"], row["adapter"], row["description"])
+    Console().print(table)
+
+
+@models_app.command("download")
+def models_download(variant: Annotated[str, typer.Argument(help="Variant name.")]) -> None:
+    """Fetch a variant's pinned files into the Hugging Face cache (needs network) and check their hashes."""
+    from genprop_cli.weights import download_variant
+
+    try:
+        resolved = download_variant(variant)
+    except (GenPropError, Exception) as exc:  # noqa: BLE001
+        raise fail(exc, False) from None
+    err.print(f"{variant}: backbone in {resolved.backbone_dir}, adapter {resolved.adapter_file}", highlight=False)
+
+
+@models_app.command("build-random-tiny")
+def models_build_random_tiny(
+    output: Annotated[Path, typer.Argument(help="Folder to write backbone/ and adapter.safetensors into.")],
+    seed: Annotated[int, typer.Option(help="Initialisation seed.")] = 0,
+) -> None:
+    """Build the tiny random-weight SVD-architecture variant (for smoke tests; its output is not a result)."""
+    from genprop_cli.random_tiny import build_random_tiny
+
+    if output.exists() and any(output.iterdir()):
+        raise fail(GenPropError(f"{output} is not empty"), False)
+    backbone, adapter = build_random_tiny(output, seed=seed)
+    err.print(f"wrote {backbone} and {adapter}", highlight=False)
+
+
+def main() -> None:
+    app()

@@ -36,3 +36,9 @@ def image_factory(tmp_path: Path) -> Callable[..., Path]:
         return make_image(tmp_path / name, size, mode, **options)
 
     return make
+
+
+# The weights hash cache must not touch the developer's ~/.cache during tests.
+import tempfile  # noqa: E402
+
+os.environ.setdefault("GENPROP_CACHE", tempfile.mkdtemp(prefix="genprop-test-cache-"))

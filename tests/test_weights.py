@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 from genprop_cli import weights
+from hubcache import add_to_hf_cache
 from genprop_cli.errors import (
     AdapterUnavailableError,
     ChecksumMismatchError,
@@ -74,25 +75,6 @@ def write_tree(root: Path, files: dict[str, bytes]) -> Path:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(data)
     return root
-
-
-def add_to_hf_cache(cache: Path, repo: str, commit: str, files: dict[str, bytes]) -> Path:
-    """Lay files out as huggingface_hub does: blobs named by sha256 (LFS) or git-sha1, symlinked."""
-    storage = cache / f"models--{repo.replace('/', '--')}"
-    snapshot = storage / "snapshots" / commit
-    for rel, data in files.items():
-        if rel.endswith(".safetensors"):
-            blob_id = sha(data)
-        else:
-            blob_id = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-        blob = storage / "blobs" / blob_id
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        blob.write_bytes(data)
-        link = snapshot / rel
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if not link.is_symlink():
-            link.symlink_to(os.path.relpath(blob, link.parent))
-    return snapshot
 
 
 def blob_of(snapshot: Path, rel: str) -> Path:

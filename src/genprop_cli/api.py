@@ -430,8 +430,14 @@ def render(
         duration_s=clip.info.duration_s,
         audio_streams=len(clip.info.audio),
         elapsed_s=round(time.perf_counter() - started, 3),
-        warnings=[*clip.notes, *writer.warnings],
+        warnings=[*clip.notes, *writer.warnings, *_missing_frames_warning(frames, clip.info.num_frames)],
     )
+
+
+def _missing_frames_warning(written: int, expected: int) -> list[str]:
+    if written >= expected:
+        return []
+    return [f"only {written} of the {expected} frames in the input could be decoded; the output is that long"]
 
 
 def _quiet_libraries() -> None:

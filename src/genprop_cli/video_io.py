@@ -251,6 +251,12 @@ def probe_video(path: Path) -> VideoInfo:
         scan = _scan_video_packets(container, stream, path)
         if scan.count == 0 or scan.first_frame is None:
             raise VideoReadError(f"{path} has no video frames that can be decoded")
+        if stream.frames and scan.count < stream.frames:
+            # The container's index (e.g. an MP4 moov written first) lists frames whose data is missing.
+            raise VideoReadError(
+                f"{path} is truncated or corrupt: its index lists {stream.frames} video frames "
+                f"but only {scan.count} can be read"
+            )
         frame = scan.first_frame
         rotation = _rotation_steps(frame.rotation) * 90
         width, height = (frame.height, frame.width) if rotation in (90, 270) else (frame.width, frame.height)

@@ -1,0 +1,167 @@
+"""The Python API: streaming chunk grouping, working size, chunk-to-chunk conditioning, and loading the
+model from a pre-populated Hugging Face cache with HF_HUB_OFFLINE=1 (same code path as a real variant)."""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from huggingface_hub import constants as hf_constants
+from PIL import Image
+
+from clips import make_clip, pattern_frame
+from genprop_cli.api import Clip, GenProp, _windows, render, working_size
+from genprop_cli.chunking import plan_chunks
+from genprop_cli.config import PropagationOptions, Task
+from genprop_cli.errors import ChecksumMismatchError, OptionError
+from genprop_cli.video_io import VideoFrame
+from genprop_cli.weights import Limits, assets_dir
+from hubcache import add_to_hf_cache
+
+ROOT = Path(__file__).resolve().parents[1]
+W, H = 96, 64
+
+
+def fake_frames(n: int):
+    for i in range(n):
+        yield VideoFrame(index=i, pts=i * 512, time_base=Fraction(1, 12288), rgb=np.zeros((2, 2, 3), np.uint8))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 400), st.sampled_from([32, 64, 128]), st.data())
+def test_streaming_windows_match_the_planner(n, chunk, data):
+    overlap = data.draw(st.integers(1, chunk - 1))
+    got = list(_windows(fake_frames(n), chunk, overlap))
+    assert [span for span, _, _ in got] == plan_chunks(n, chunk, overlap)
+    for span, frames, last in got:
+        assert [f.index for f in frames] == list(range(span.start, span.stop))
+    assert [last for *_, last in got] == [False] * (len(got) - 1) + [True]
+
+
+@pytest.mark.parametrize("size", [(1920, 1080), (1080, 1920), (640, 480), (96, 64), (7, 3)])
+def test_working_size_keeps_aspect_within_budget(size):
+    limits = Limits(max_pixels=4096, multiple_of=8, max_frames=10)
+    w, h = working_size(*size, limits, multiple=8)
+    assert w % 8 == 0 and h % 8 == 0 and w >= 8 and h >= 8
+    assert w * h <= 4096 or min(w, h) == 8
+    assert abs(w / h - size[0] / size[1]) / (size[0] / size[1]) < 0.25 or min(w, h) == 8
+
+
+@pytest.fixture(scope="module")
+def model():
+    return GenProp.load(device="cpu")
+
+
+@pytest.fixture
+def clip(tmp_path):
+    video = make_clip(tmp_path / "clip.mp4", width=W, height=H, frames=40, audio="aac")
+    return Clip.open(video, pattern_frame(0, W, H))
+
+
+def test_propagate_streams_frames_in_order_with_input_timing(model, clip):
+    options = PropagationOptions(task=Task.EDIT, steps=1)
+    events = []
+    frames = list(model.propagate(clip, options, on_progress=events.append))
+    assert [f.index for f in frames] == list(range(40))
+    assert all(f.rgb.shape == (H, W, 3) and f.rgb.dtype == np.uint8 and f.mask.shape == (H, W) for f in frames)
+    assert [f.pts for f in frames] == [i * 512 for i in range(40)]
+    assert [(e.chunk, e.chunks, e.step) for e in events] == [(1, 2, 1), (2, 2, 1)]
+
+
+def test_each_chunk_is_conditioned_on_the_previous_chunks_generated_frame(model, clip, monkeypatch):
+    calls = []
+    original = model.pipeline.generate
+
+    def spy(**kwargs):
+        result = original(**kwargs)
+        calls.append((kwargs["condition_latent"].clone(), result.latents.clone()))
+        return result
+
+    monkeypatch.setattr(model.pipeline, "generate", spy)
+    list(model.propagate(clip, PropagationOptions(task=Task.REMOVE, steps=1, chunk=32, overlap=8)))
+    assert len(calls) == 2
+    (_, first_latents), (second_condition, _) = calls
+    expected = model.pipeline.conditioning_from_latent(first_latents[24])  # chunk 2 starts at frame 24
+    torch.testing.assert_close(second_condition, expected, atol=0, rtol=0)
+
+
+def test_composite_takes_unmodified_pixels_from_the_source(model, clip, monkeypatch):
+    # Force the MPD to say "nothing modified": the composite must then be the source itself.
+    original = model.pipeline.generate
+
+    def unmodified(**kwargs):
+        result = original(**kwargs)
+        result.mask.zero_()
+        return result
+
+    monkeypatch.setattr(model.pipeline, "generate", unmodified)
+    frames = list(model.propagate(clip, PropagationOptions(steps=1, composite=True)))
+    from genprop_cli.video_io import iter_frames
+
+    source = [f.rgb for f in iter_frames(clip.video)]
+    np.testing.assert_array_equal(np.stack([f.rgb for f in frames]), np.stack(source))
+
+
+def test_frame_limit_is_checked_before_any_work(model, clip, monkeypatch):
+    limits = Limits(max_pixels=4096, multiple_of=8, max_frames=10)
+    spec = model.variant.spec.__class__(**{**model.variant.spec.__dict__, "limits": limits})
+    monkeypatch.setattr(model, "variant", model.variant.__class__(**{**model.variant.__dict__, "spec": spec}))
+    with pytest.raises(OptionError, match="at most 10"):
+        next(model.propagate(clip, PropagationOptions()))
+
+
+def hub_registry(tmp_path: Path, commit: str) -> Path:
+    """weights.toml whose random-tiny backbone and adapter come from the Hub (pinned) instead of the package."""
+    text = (ROOT / "weights.toml").read_text()
+    text = text.replace('source = "package:random-tiny/backbone"', f'source = "hf://tiny-org/random-tiny@{commit}"')
+    text = text.replace(
+        'source = "package:random-tiny/adapter.safetensors"',
+        f'source = "hf://tiny-org/random-tiny@{commit}"\nfilename = "adapter.safetensors"',
+    )
+    path = tmp_path / "weights.toml"
+    path.write_text(text)
+    return path
+
+
+def test_model_loads_from_a_prepopulated_hub_cache_offline_and_a_bad_blob_fails(tmp_path, monkeypatch, clip):
+    commit = "ab" * 20
+    files = {
+        str(p.relative_to(assets_dir() / "random-tiny" / "backbone")): p.read_bytes()
+        for p in (assets_dir() / "random-tiny" / "backbone").rglob("*")
+        if p.is_file()
+    }
+    files["adapter.safetensors"] = (assets_dir() / "random-tiny" / "adapter.safetensors").read_bytes()
+    cache = tmp_path / "hf-hub"
+    snapshot = add_to_hf_cache(cache, "tiny-org/random-tiny", commit, files)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("GENPROP_REGISTRY", str(hub_registry(tmp_path, commit)))
+    monkeypatch.setenv("GENPROP_CACHE", str(tmp_path / "hash-cache"))
+
+    model = GenProp.load(device="cpu")
+    assert model.variant.backbone_dir == snapshot
+    assert Path(model.variant.adapter_file).resolve().parent.name == "blobs"
+    out = render(model, clip, tmp_path / "out.mp4", PropagationOptions(steps=1))
+    assert out.frames == 40
+
+    blob = (snapshot / "unet" / "diffusion_pytorch_model.safetensors").resolve()
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0xFF  # same size, other bytes
+    blob.write_bytes(bytes(data))
+    with pytest.raises(ChecksumMismatchError, match=re.escape("unet/diffusion_pytorch_model.safetensors")):
+        GenProp.load(device="cpu")
+
+
+def test_clip_open_accepts_an_array_of_the_right_shape(tmp_path):
+    video = make_clip(tmp_path / "c.mp4", width=W, height=H, frames=3, audio=None)
+    assert Clip.open(video, np.zeros((H, W, 3), np.uint8)).first_frame.shape == (H, W, 3)
+    with pytest.raises(OptionError, match="uint8"):
+        Clip.open(video, np.zeros((W, H, 3), np.uint8))
+    Image.fromarray(pattern_frame(0, W, H)).save(tmp_path / "e.png")
+    assert Clip.open(video, tmp_path / "e.png").notes == ()

@@ -365,11 +365,11 @@ class _MaskSequence:
 def render(
     model: GenProp,
     clip: Clip,
-    output: Path,
+    output: Path | str,
     options: PropagationOptions,
     *,
     overwrite: bool = False,
-    masks: Path | None = None,
+    masks: Path | str | None = None,
     encoder: EncoderOptions = EncoderOptions(),
     on_progress: ProgressCallback | None = None,
 ) -> RenderResult:
@@ -380,6 +380,7 @@ def render(
     """
     started = time.perf_counter()
     output = Path(output)
+    masks = Path(masks) if masks is not None else None
     check_output_path(output, input_path=clip.video, overwrite=overwrite)
     model.check_clip(clip)
     steps, guidance = model.effective_options(options)

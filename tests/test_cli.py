@@ -199,6 +199,13 @@ def test_unknown_variant(clip):
     assert_one_line_error(run("remove", clip[0], "-f", clip[1], "--model", "nonesuch"), 5, "nonesuch", "random-tiny")
 
 
+def test_json_errors_are_a_json_document_on_stdout(clip):
+    result = run("remove", clip[0], "-f", clip[1], "--model", "nonesuch", "--json")
+    assert_one_line_error(result, 5, "nonesuch")
+    doc = json.loads(result.stdout)
+    assert doc["status"] == "error" and doc["exit_code"] == 5 and "nonesuch" in doc["error"]
+
+
 def test_variant_without_adapter_weights(clip):
     assert_one_line_error(run("remove", clip[0], "-f", clip[1], "--model", "svd-xt"), 5, "genprop train", "--adapter")
 

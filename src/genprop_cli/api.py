@@ -233,18 +233,18 @@ class GenProp:
         chunks = len(plan_chunks(max(clip.info.num_frames, 1), options.chunk, options.overlap))
 
         edited = _to_model_frames([clip.first_frame], work)[0]
-        image_embeds = pipe.embed_image(edited)
+        image_embeds = pipe.embed_image(edited)  # the user's edit anchors every chunk
         generator = torch.Generator(device=pipe.device)
-        generator.manual_seed(options.seed)
-        condition = pipe.encode_condition(edited, generator, noise_aug=0.02)
-
         stitcher = Stitcher()
         held: dict[int, VideoFrame] = {}
+        previous: tuple[int, torch.Tensor] | None = None  # (first frame index, latents) of the last chunk
         for span, frames, last in _windows(iter_frames(clip.video), options.chunk, options.overlap):
             chunks = max(chunks, span.index + 1)
-            if span.index > 0:
-                condition = pipe.conditioning_from_latent(previous_latents[span.start - previous_start])
-            generator.manual_seed(options.seed + span.start)  # per-chunk, reproducible (LTX's scheme)
+            generator.manual_seed(options.seed + span.start)  # per chunk, reproducible (LTX's scheme)
+            if previous is None:
+                condition = pipe.encode_condition(edited, generator)
+            else:  # the frame the previous chunk generated at this chunk's start
+                condition = pipe.conditioning_from_latent(previous[1][span.start - previous[0]])
             source = pipe.encode_frames(_to_model_frames([f.rgb for f in frames], work))
 
             def step_done(step: int, total: int, _k: int = span.index) -> None:
@@ -261,7 +261,7 @@ class GenProp:
                 generator=generator,
                 on_step=step_done,
             )
-            previous_latents, previous_start = result.latents, span.start
+            previous = (span.start, result.latents)
             rgb = ((pipe.decode_latents(result.latents) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
             mask = F.interpolate(result.mask, size=(work[1], work[0]), mode="bilinear", align_corners=False)
             mask = mask[:, 0].cpu().numpy()

@@ -5,6 +5,7 @@ weights, shows progress on stderr, and turns library errors into one line and an
 
 from __future__ import annotations
 
+import json
 import sys
 import traceback
 from pathlib import Path
@@ -161,7 +162,10 @@ def _run_task(
                 encoder=EncoderOptions(crf=crf, preset=preset), on_progress=progress,
             )  # fmt: skip
     except (GenPropError, KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - the CLI boundary
-        raise fail(exc, verbose) from None
+        exit_ = fail(exc, verbose)
+        if json_out:  # batch scripts read one JSON document on stdout, success or not
+            typer.echo(json.dumps({"status": "error", "exit_code": exit_.exit_code, "error": str(exc) or type(exc).__name__}))
+        raise exit_ from None
     if json_out:
         typer.echo(result.to_json())
     if not quiet:
@@ -232,8 +236,6 @@ def models_list(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
     """List the variants in weights.toml and whether their files are present locally."""
-    import json
-
     from genprop_cli.weights import load_registry, variant_status
 
     try:

@@ -45,7 +45,15 @@ class GenPropSVDPipeline:
 
     family = "svd"
 
-    def __init__(self, svd_pipeline, adapter: GenPropAdapter | None = None, *, sce_blocks: int | None = None) -> None:
+    def __init__(
+        self,
+        svd_pipeline,
+        adapter: GenPropAdapter | None = None,
+        *,
+        sce_blocks: int | None = None,
+        conditioning: SVDConditioning = SVDConditioning(),
+    ) -> None:
+        self.conditioning = conditioning
         self.vae = svd_pipeline.vae
         self.image_encoder = svd_pipeline.image_encoder
         self.feature_extractor = svd_pipeline.feature_extractor
@@ -113,8 +121,11 @@ class GenPropSVDPipeline:
         return self.image_encoder(pixels).image_embeds[:, None].to(self.dtype)
 
     @torch.no_grad()
-    def encode_condition(self, image: torch.Tensor, generator: torch.Generator | None, noise_aug: float) -> torch.Tensor:
+    def encode_condition(
+        self, image: torch.Tensor, generator: torch.Generator | None, noise_aug: float | None = None
+    ) -> torch.Tensor:
         """VAE latent of the conditioning frame (3, H, W) after SVD's noise augmentation -> (C, h, w), unscaled."""
+        noise_aug = self.conditioning.noise_aug_strength if noise_aug is None else noise_aug
         image = image.to(self.device, self.vae.dtype)[None]
         noise = torch.randn(image.shape, generator=generator, device=self.device, dtype=image.dtype)
         return self.vae.encode(image + noise_aug * noise).latent_dist.mode()[0].to(self.dtype)
@@ -159,7 +170,6 @@ class GenPropSVDPipeline:
         steps: int,
         guidance: float,
         generator: torch.Generator | None = None,
-        conditioning: SVDConditioning = SVDConditioning(),
         sce_scale: float = 1.0,
         on_step: StepCallback | None = None,
     ) -> ChunkResult:
@@ -180,7 +190,7 @@ class GenPropSVDPipeline:
             context = torch.cat([torch.zeros_like(context), context])
         source = source_latents[None].expand(batch, -1, -1, -1, -1)
         task_ids = torch.full((batch,), task.index, device=self.device, dtype=torch.long)
-        time_ids = self._added_time_ids(batch, conditioning)
+        time_ids = self._added_time_ids(batch, self.conditioning)
 
         mask_logits = None
         for i, t in enumerate(self.scheduler.timesteps):

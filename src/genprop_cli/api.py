@@ -183,12 +183,12 @@ class GenProp:
         offline: bool | None = None,
     ) -> GenProp:
         """Resolves the variant through weights.toml (Hub cache or local files, hashes checked) and loads it."""
-        from genprop_cli.pipelines import pipeline_class
+        from genprop_cli.pipelines import pipeline_class, quiet_libraries
 
         torch_device = resolve_device(device)
         resolved = resolve_variant(model, adapter=adapter, offline=offline)
         torch_dtype = resolve_dtype(dtype, torch_device, resolved.spec.defaults.dtype)
-        _quiet_libraries()
+        quiet_libraries()
         pipeline = pipeline_class(resolved.spec.family).from_pretrained(
             resolved.backbone_dir,
             resolved.adapter_file,
@@ -440,16 +440,6 @@ def _missing_frames_warning(written: int, expected: int) -> list[str]:
         return []
     return [f"only {written} of the {expected} frames in the input could be decoded; the output is that long"]
 
-
-def _quiet_libraries() -> None:
-    """diffusers/transformers print load progress bars and advice; the CLI has its own progress display."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    diffusers_logging.set_verbosity_error()
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.set_verbosity_error()
-    transformers_logging.disable_progress_bar()
 
 
 def propagate(

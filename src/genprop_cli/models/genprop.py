@@ -120,6 +120,24 @@ class GenPropAdapter(nn.Module):
         self.mpd = MaskPredictionDecoder(backbone)
         self.task_embedding = TaskEmbedding(len(config.tasks), backbone.embedding_dim)
 
+    def run_sce(
+        self,
+        source: torch.Tensor,
+        backbone_input: torch.Tensor,
+        backbone: Backbone,
+        call: ForwardCall,
+        probe: torch.Tensor | None = None,
+    ) -> list[torch.Tensor]:
+        """The SCE's residuals; with a `probe`, also records in `call.sce_response` how much they change
+        when the source is perturbed by it (finite differences, for the region-aware L_grad term)."""
+        residuals = self.sce(source, backbone_input, backbone, call)
+        if probe is not None:
+            probed = self.sce(source + probe, backbone_input, backbone, call)
+            scale = probe.detach().square().mean().clamp_min(1e-12)
+            changes = [(p - r).square().mean() for p, r in zip(probed, residuals, strict=True)]
+            call.sce_response = torch.stack(changes).mean() / scale
+        return residuals
+
     def save(self, path: Path) -> None:
         """Writes the adapter as one safetensors file (temp file + rename)."""
         from safetensors.torch import save_file
@@ -160,6 +178,7 @@ class GenPropAdapter(nn.Module):
 class GenPropOutput:
     sample: torch.Tensor  # the backbone's prediction, with GenProp's conditioning
     mask_logits: torch.Tensor  # (B, F, 1, h, w)
+    sce_response: torch.Tensor | None = None  # only with a probe: mean squared SCE change per unit perturbation
 
 
 class GenPropDenoiser(nn.Module):
@@ -181,9 +200,10 @@ class GenPropDenoiser(nn.Module):
         source_latents: torch.Tensor,
         task_ids: torch.Tensor,
         sce_scale: float = 1.0,
+        probe: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> GenPropOutput:
-        call = ForwardCall(source_latents=source_latents, task_ids=task_ids, sce_scale=sce_scale)
+        call = ForwardCall(source_latents=source_latents, task_ids=task_ids, sce_scale=sce_scale, probe=probe)
         self._slot.call = call
         try:
             out = self.denoiser(*args, return_dict=False, **kwargs)[0]
@@ -191,7 +211,7 @@ class GenPropDenoiser(nn.Module):
             self._slot.call = None
         if call.mask_logits is None:
             raise RuntimeError("the GenProp hooks did not run: is the adapter attached to this denoiser?")
-        return GenPropOutput(sample=out, mask_logits=call.mask_logits)
+        return GenPropOutput(sample=out, mask_logits=call.mask_logits, sce_response=call.sce_response)
 
     def detach(self) -> None:
         """Removes the hooks; `self.denoiser` is the untouched bare backbone again."""

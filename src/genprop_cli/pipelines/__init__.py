@@ -10,3 +10,14 @@ def pipeline_class(family: str):
 
         return GenPropSVDPipeline
     raise ValueError(f"no GenProp pipeline for backbone family {family!r}")
+
+
+def quiet_libraries() -> None:
+    """diffusers/transformers print load progress bars and advice; genprop has its own progress display."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()

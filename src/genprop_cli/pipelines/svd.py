@@ -77,8 +77,10 @@ class GenPropSVDPipeline:
         device: torch.device,
         dtype: torch.dtype,
         file_variant: str | None = None,
+        sce_blocks: int | None = None,
     ) -> GenPropSVDPipeline:
-        """Loads the backbone folder (diffusers layout, safetensors only) and the adapter file."""
+        """Loads the backbone folder (diffusers layout, safetensors only) and the adapter file; without
+        one, a zero-initialised adapter copying `sce_blocks` blocks (default: all encoder blocks)."""
         from diffusers import StableVideoDiffusionPipeline
 
         svd = StableVideoDiffusionPipeline.from_pretrained(
@@ -88,7 +90,7 @@ class GenPropSVDPipeline:
         adapter = None
         if adapter_file is not None:
             adapter = GenPropAdapter.load(adapter_file, backbone_for(cls.family, svd.unet))
-        return cls(svd, adapter)
+        return cls(svd, adapter, sce_blocks=sce_blocks)
 
     @property
     def device(self) -> torch.device:

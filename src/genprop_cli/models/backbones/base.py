@@ -28,9 +28,13 @@ class ForwardCall:
     source_latents: torch.Tensor  # backbone-specific layout of the ORIGINAL video's latents
     task_ids: torch.Tensor  # (B,) long
     sce_scale: float = 1.0
+    # Training only: a small perturbation of `source_latents` (same shape, zero outside the modified
+    # region); the SCE also runs on the perturbed input and `sce_response` measures how much it reacts.
+    probe: torch.Tensor | None = None
     captured: dict[str, Any] = field(default_factory=dict)
     residuals: list[torch.Tensor] | None = None
     mask_logits: torch.Tensor | None = None
+    sce_response: torch.Tensor | None = None
 
 
 class CallSlot:

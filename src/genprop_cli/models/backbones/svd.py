@@ -184,8 +184,9 @@ class _RunSCE(ModelHook):
         call = self.slot.call
         if call is not None:
             call.captured["encoder_hidden_states"] = kwargs["encoder_hidden_states"]
-            source = call.source_latents.flatten(0, 1)  # (B, F, C, h, w) -> (B*F, C, h, w)
-            residuals = self.adapter.sce(source, call.captured["conv_in"], self.backbone, call)
+            flat = call.source_latents.flatten(0, 1)  # (B, F, C, h, w) -> (B*F, C, h, w)
+            probe = call.probe.flatten(0, 1) if call.probe is not None else None
+            residuals = self.adapter.run_sce(flat, call.captured["conv_in"], self.backbone, call, probe)
             call.residuals = [r * call.sce_scale for r in residuals]
         return args, kwargs
 

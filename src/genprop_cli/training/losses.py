@@ -1,0 +1,78 @@
+"""GenProp's region-aware loss, as pure functions:
+
+    L = L_non-mask + lambda * L_mask + beta * L_grad + gamma * L_MPD      (lambda=2, beta=1, gamma=1)
+
+`L_non-mask` and `L_mask` split the per-pixel denoising error by the modification mask (at latent
+resolution), each averaged over its own region so that a small edit gets as much weight as the large
+untouched background. `L_grad` is the SCE's finite-difference response to a perturbation of its input
+inside the modified region (it is zero when the SCE ignores that region). `L_MPD` is the mask
+prediction decoder's MSE against the modification mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    mask: float = 2.0  # lambda
+    grad: float = 1.0  # beta
+    mpd: float = 1.0  # gamma
+    probe_scale: float = 0.05  # size of the finite-difference perturbation, in latent units
+
+    def __post_init__(self) -> None:
+        if min(self.mask, self.grad, self.mpd) < 0 or self.probe_scale <= 0:
+            raise ValueError(f"loss weights must be >= 0 and probe_scale > 0, got {self}")
+
+
+@dataclass
+class LossTerms:
+    non_mask: torch.Tensor
+    mask: torch.Tensor
+    grad: torch.Tensor
+    mpd: torch.Tensor
+    total: torch.Tensor
+
+    def as_floats(self) -> dict[str, float]:
+        return {k: float(v.detach()) for k, v in vars(self).items()}
+
+
+def region_means(per_pixel: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of `per_pixel` (B, F, C, h, w) outside and inside `mask` (B, F, 1, h, w) in [0, 1]."""
+    channels = per_pixel.shape[2]
+    inside = mask.expand_as(per_pixel)
+    outside = 1 - inside
+    non_mask = (per_pixel * outside).sum() / (outside.sum() + eps * channels)
+    in_mask = (per_pixel * inside).sum() / (inside.sum() + eps * channels)
+    return non_mask, in_mask
+
+
+def latent_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Pixel masks (B, F, H, W) -> soft latent-grid masks (B, F, 1, h, w), by area averaging."""
+    b, f = mask.shape[:2]
+    resized = F.adaptive_avg_pool2d(mask.float().flatten(0, 1)[:, None], size)
+    return resized.reshape(b, f, 1, *size)
+
+
+def mpd_loss(mask_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """MSE between the MPD's predicted mask and the modification mask, both (B, F, 1, h, w)."""
+    return F.mse_loss(torch.sigmoid(mask_logits.float()), mask.float())
+
+
+def combine(
+    per_pixel: torch.Tensor,
+    mask: torch.Tensor,
+    mask_logits: torch.Tensor,
+    sce_response: torch.Tensor | None,
+    weights: LossWeights,
+) -> LossTerms:
+    """All four terms and their weighted sum."""
+    non_mask, in_mask = region_means(per_pixel, mask)
+    grad = sce_response if sce_response is not None else per_pixel.new_zeros(())
+    mpd = mpd_loss(mask_logits, mask)
+    total = non_mask + weights.mask * in_mask + weights.grad * grad + weights.mpd * mpd
+    return LossTerms(non_mask=non_mask, mask=in_mask, grad=grad, mpd=mpd, total=total)

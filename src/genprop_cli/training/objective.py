@@ -1,0 +1,109 @@
+"""The training objective on an SVD backbone: EDM-preconditioned v-prediction, as SVD was trained.
+
+For a clean latent x0 and noise level sigma: the noisy latent is x = x0 + sigma * n; the U-Net reads
+x / sqrt(sigma^2 + 1) (with the conditioning frame's latent concatenated) at timestep 0.25 * log(sigma);
+its output F gives the denoised estimate c_skip * x + c_out * F with c_skip = 1 / (sigma^2 + 1) and
+c_out = -sigma / sqrt(sigma^2 + 1) (the same formulas `EulerDiscreteScheduler` uses when sampling); the
+per-pixel error is weighted by (sigma^2 + 1) / sigma^2. log(sigma) ~ N(0.7, 1.6), SVD's fine-tuning choice.
+
+The SCE reads the SYNTHETIC clip; the I2V target and its conditioning first frame are the ORIGINAL clip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from genprop_cli.config import Task
+from genprop_cli.training.losses import LossTerms, LossWeights, combine, latent_mask
+
+
+@dataclass(frozen=True)
+class NoiseSchedule:
+    log_sigma_mean: float = 0.7
+    log_sigma_std: float = 1.6
+
+
+@dataclass
+class TrainingBatch:
+    """Encoded inputs for one step; everything the frozen encoders compute, done once per batch."""
+
+    target: torch.Tensor  # (B, F, C, h, w) scaled latents of the original clip
+    source: torch.Tensor  # (B, F, C, h, w) scaled latents of the synthetic clip (SCE input)
+    condition: torch.Tensor  # (B, C, h, w) unscaled latent of the original first frame
+    image_embeds: torch.Tensor  # (B, 1, D) CLIP embedding of the original first frame
+    mask: torch.Tensor  # (B, F, 1, h, w) modification mask on the latent grid
+    task_ids: torch.Tensor  # (B,)
+
+
+def to_model_frames(clip: np.ndarray) -> torch.Tensor:
+    """(F, H, W, 3) uint8 -> (F, 3, H, W) float in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(clip)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+@torch.no_grad()
+def encode_pairs(pipeline, pairs, generator: torch.Generator) -> TrainingBatch:
+    """Runs the frozen VAE / CLIP encoders on a list of `SyntheticPair`s."""
+    targets, sources, conditions, embeds, masks, tasks = [], [], [], [], [], []
+    for pair in pairs:
+        original = to_model_frames(pair.original)
+        targets.append(pipeline.encode_frames(original))
+        sources.append(pipeline.encode_frames(to_model_frames(pair.edited)))
+        conditions.append(pipeline.encode_condition(original[0], generator))
+        embeds.append(pipeline.embed_image(original[0]))
+        masks.append(torch.from_numpy(pair.mask))
+        tasks.append(Task(pair.task).index)
+    target = torch.stack(targets)
+    device = target.device
+    return TrainingBatch(
+        target=target,
+        source=torch.stack(sources),
+        condition=torch.stack(conditions),
+        image_embeds=torch.cat(embeds),
+        mask=latent_mask(torch.stack(masks).to(device), tuple(target.shape[-2:])),
+        task_ids=torch.tensor(tasks, device=device),
+    )
+
+
+def denoising_loss(
+    denoiser,
+    batch: TrainingBatch,
+    weights: LossWeights,
+    generator: torch.Generator,
+    *,
+    time_ids: torch.Tensor,
+    schedule: NoiseSchedule = NoiseSchedule(),
+    sigma: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+) -> LossTerms:
+    """One forward of the GenProp denoiser on a batch and the region-aware loss terms.
+
+    `denoiser` is the (possibly DDP-wrapped) GenPropDenoiser; `sigma`/`noise` may be fixed by tests.
+    """
+    x0 = batch.target
+    b, f = x0.shape[:2]
+    device, dtype = x0.device, x0.dtype
+    if sigma is None:
+        log_sigma = torch.randn(b, generator=generator, device=device) * schedule.log_sigma_std
+        sigma = (log_sigma + schedule.log_sigma_mean).exp()
+    if noise is None:
+        noise = torch.randn(x0.shape, generator=generator, device=device, dtype=dtype)
+    s = sigma.view(b, 1, 1, 1, 1).to(dtype)
+    noisy = x0 + s * noise
+    model_in = torch.cat([noisy / (s**2 + 1).sqrt(), batch.condition[:, None].expand(-1, f, -1, -1, -1)], dim=2)
+    probe_noise = torch.randn(batch.source.shape, generator=generator, device=device, dtype=dtype)
+    probe = weights.probe_scale * probe_noise * batch.mask if weights.grad > 0 else None
+    out = denoiser(
+        model_in,
+        0.25 * sigma.log(),
+        batch.image_embeds,
+        time_ids.expand(b, -1),
+        source_latents=batch.source,
+        task_ids=batch.task_ids,
+        probe=probe,
+    )
+    denoised = noisy / (s**2 + 1) - s / (s**2 + 1).sqrt() * out.sample.to(dtype)
+    per_pixel = (s**2 + 1) / s**2 * (denoised - x0).square()
+    return combine(per_pixel, batch.mask, out.mask_logits, out.sce_response, weights)

@@ -28,6 +28,7 @@ test-all: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_denoiser.py
 	$(BIN)/python benchmarks/bench_memory.py
+	$(BIN)/python benchmarks/bench_train.py
 
 clean:
 	rm -rf out .pytest_cache .hypothesis

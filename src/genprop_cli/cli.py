@@ -281,5 +281,87 @@ def models_build_random_tiny(
     err.print(f"wrote {backbone} and {adapter}", highlight=False)
 
 
+@app.command("train")
+def train_command(
+    data: Annotated[Path, typer.Option(help="Dataset root (DAVIS or YouTube-VIS layout).", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Run folder: checkpoints, log.jsonl, adapter.safetensors.", show_default=False)],
+    format: Annotated[str, typer.Option("--format", help="davis or ytvis.")] = "davis",
+    model: Annotated[Optional[str], typer.Option("--model", "--variant", "-m", help="Variant whose backbone to train against.")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Optimizer steps.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="TOML file with any training option (CLI flags win).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Clips per step and process.")] = None,
+    grad_accum: Annotated[Optional[int], typer.Option(help="Gradient accumulation micro-batches.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="AdamW learning rate.")] = None,
+    frames: Annotated[Optional[int], typer.Option(help="Frames per training clip.")] = None,
+    width: Annotated[Optional[int], typer.Option(help="Training clip width.")] = None,
+    height: Annotated[Optional[int], typer.Option(help="Training clip height.")] = None,
+    sce_blocks: Annotated[Optional[int], typer.Option(help="Backbone blocks the SCE copies (default: all encoder blocks).")] = None,
+    init_adapter: Annotated[Optional[str], typer.Option(help="Start from these adapter weights.")] = None,
+    mixed_precision: Annotated[Optional[str], typer.Option(help="no, fp16 or bf16 (GPU).")] = None,
+    gradient_checkpointing: Annotated[Optional[bool], typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute activations in backward.")] = None,
+    ema_decay: Annotated[Optional[float], typer.Option(help="Keep an EMA of the adapter (e.g. 0.999) and export it.")] = None,
+    save_every: Annotated[Optional[int], typer.Option(help="Checkpoint every N steps.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of data, noise and initialisation.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto or cpu.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Tracebacks for internal errors.")] = False,
+) -> None:
+    """Train the SCE + MPD + task embedding on a video instance segmentation dataset; resumes from the
+    latest checkpoint in --output. Multi-GPU / multi-node: `accelerate launch -m genprop_cli train ...`."""
+    try:
+        from genprop_cli.training.trainer import TrainConfig, describe, train
+
+        overrides = dict(
+            data=str(data), output=str(output), format=format, model=model, steps=steps, batch_size=batch_size,
+            grad_accum=grad_accum, lr=lr, frames=frames, width=width, height=height, sce_blocks=sce_blocks,
+            init_adapter=init_adapter, mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing,
+            ema_decay=ema_decay, save_every=save_every, seed=seed, device=device,
+        )  # fmt: skip
+        if config is not None:
+            cfg = TrainConfig.from_toml(config, **overrides)
+        else:
+            cfg = TrainConfig.from_dict({k: v for k, v in overrides.items() if v is not None})
+        if not quiet:
+            err.print(describe(cfg), highlight=False)
+        with _TrainProgress(enabled=not quiet and err.is_terminal, quiet=quiet) as progress:
+            result = train(cfg, on_log=progress)
+    except (GenPropError, KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - the CLI boundary
+        raise fail(exc, verbose) from None
+    if json_out:
+        typer.echo(result.to_json())
+    if not quiet:
+        terms = ", ".join(f"{k} {v:.4g}" for k, v in result.mean_terms_last_10.items())
+        err.print(f"wrote {result.adapter} ({result.steps} steps, {result.steps_per_s:.2f} steps/s; last 10: {terms})", highlight=False)
+
+
+class _TrainProgress:
+    """Rich progress for training: step bar with rate and ETA, and the latest loss terms."""
+
+    def __init__(self, enabled: bool, quiet: bool) -> None:
+        self.quiet = quiet
+        self.progress = Progress(
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[terms]}"),
+            console=err, transient=True, disable=not enabled,
+        )  # fmt: skip
+        self.enabled, self.task_id = enabled, None
+
+    def __enter__(self) -> _TrainProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+    def __call__(self, log) -> None:
+        terms = " ".join(f"{k}={v:.3g}" for k, v in log.terms.items())
+        if self.task_id is None:
+            self.task_id = self.progress.add_task("train", total=log.steps, rate="", terms="")
+        self.progress.update(self.task_id, completed=log.step, rate=f"{log.steps_per_s:.2f} it/s", terms=terms)
+        if not self.enabled and not self.quiet:
+            err.print(f"step {log.step}/{log.steps} {terms} lr={log.lr:.3g} ({log.steps_per_s:.2f} steps/s)", highlight=False)
+
+
 def main() -> None:
     app()

@@ -1,0 +1,1 @@
+"""Training GenProp's adapter: video instance segmentation data, synthetic pairs, losses and the trainer."""

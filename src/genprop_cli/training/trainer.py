@@ -1,0 +1,400 @@
+"""`genprop train`: trains the SCE, MPD and task embedding on a frozen backbone with synthetic pairs.
+
+Hugging Face Accelerate runs it on one CPU, one GPU or many (`accelerate launch -m genprop_cli train ...`;
+DDP by default, DeepSpeed/FSDP through `accelerate config`). Only the adapter's parameters train: the
+backbone has no gradients and no optimizer state.
+
+Every step's data and noise are drawn from generators seeded by (seed, step, micro-batch, process), so a
+run resumed from a checkpoint (model, optimizer, LR scheduler, EMA and step, saved with Accelerate)
+continues exactly as an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from genprop_cli.errors import GenPropError, OptionError
+from genprop_cli.training.augment import AugmentConfig, PairSampler
+from genprop_cli.training.data import ClipSpec, open_dataset, sample_clip
+from genprop_cli.training.losses import LossWeights
+from genprop_cli.training.objective import NoiseSchedule, denoising_loss, encode_pairs
+
+CHECKPOINTS = "checkpoints"
+ADAPTER_FILE = "adapter.safetensors"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on; saved next to its checkpoints and checked on resume."""
+
+    data: str
+    output: str
+    format: str = "davis"
+    model: str | None = None  # variant whose backbone is trained against (weights.toml)
+    init_adapter: str | None = None  # start from these adapter weights instead of zero-initialised ones
+    sce_blocks: int | None = None  # None: every encoder block of the backbone
+    steps: int = 1000
+    batch_size: int = 1
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    frames: int = 16
+    width: int = 64
+    height: int = 64
+    max_stride: int = 2
+    min_crop: float = 0.6
+    mixed_precision: str = "no"  # no | fp16 | bf16 (GPU)
+    gradient_checkpointing: bool = False
+    ema_decay: float | None = None  # e.g. 0.999; the exported adapter then holds the EMA weights
+    save_every: int = 500
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"  # auto | cpu
+    loss: LossWeights = field(default_factory=LossWeights)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    noise: NoiseSchedule = field(default_factory=NoiseSchedule)
+
+    def __post_init__(self) -> None:
+        if self.format not in ("davis", "ytvis"):
+            raise OptionError(f"--format must be davis or ytvis, got {self.format!r}")
+        for name in ("steps", "batch_size", "grad_accum", "frames", "width", "height", "save_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise OptionError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise OptionError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
+        if self.device not in ("auto", "cpu"):
+            raise OptionError(f"training --device must be auto or cpu (GPUs are chosen by accelerate), got {self.device!r}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise OptionError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+
+    @classmethod
+    def from_toml(cls, path: Path, **overrides: Any) -> TrainConfig:
+        """A config file (same keys as the fields; [loss], [augment], [noise] tables) plus CLI overrides."""
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise OptionError(f"cannot read config {path}: {exc}") from None
+        return cls.from_dict({**raw, **{k: v for k, v in overrides.items() if v is not None}})
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise OptionError(f"unknown training option(s): {', '.join(unknown)}")
+        nested = {"loss": LossWeights, "augment": AugmentConfig, "noise": NoiseSchedule}
+        try:
+            values = {k: (nested[k](**v) if k in nested and isinstance(v, dict) else v) for k, v in raw.items()}
+            return cls(**values)
+        except (TypeError, ValueError) as exc:
+            raise OptionError(f"bad training option: {exc}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def resume_key(self) -> dict[str, Any]:
+        """The options that must match for a checkpoint to be resumed (not `steps`, logging or saving)."""
+        skip = {"steps", "save_every", "log_every", "output"}
+        return {k: v for k, v in self.to_dict().items() if k not in skip}
+
+
+@dataclass(frozen=True)
+class StepLog:
+    step: int
+    steps: int
+    terms: dict[str, float]
+    lr: float
+    steps_per_s: float
+
+
+class EMA:
+    """Exponential moving average of the adapter's weights (a checkpointable object for Accelerate)."""
+
+    def __init__(self, params: list[torch.nn.Parameter], decay: float) -> None:
+        self.params, self.decay = params, decay
+        self.shadow = [p.detach().clone() for p in params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        for s, p in zip(self.shadow, self.params):
+            s.lerp_(p.detach(), 1 - self.decay)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"decay": self.decay, "shadow": self.shadow}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.decay = state["decay"]
+        for s, loaded in zip(self.shadow, state["shadow"]):
+            s.copy_(loaded)
+
+    @torch.no_grad()
+    def copy_to(self, params: list[torch.nn.Parameter]) -> None:
+        for s, p in zip(self.shadow, params):
+            p.copy_(s)
+
+
+class PairStream:
+    """Deterministic synthetic pairs: the pairs of (step, micro-batch, process) depend only on those and the seed."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        # Videos shorter than a clip are left out (and reported) when the dataset is indexed.
+        self.dataset = open_dataset(Path(config.data), config.format, min_frames=config.frames)
+        if len(self.dataset) == 0:
+            raise GenPropError(f"no usable sequence in {config.data}")
+        self.spec = ClipSpec(
+            frames=config.frames, size=(config.width, config.height), max_stride=config.max_stride, min_crop=config.min_crop
+        )
+        self.sampler = PairSampler(config.augment)
+        self.seed = config.seed
+        self.failed_draws = 0
+
+    def pairs(self, step: int, micro: int, process: int, count: int) -> list:
+        rng = np.random.default_rng([self.seed, step, micro, process])
+        out = []
+        for _ in range(100 * count):
+            if len(out) == count:
+                return out
+            clip = sample_clip(self.dataset.load(int(rng.integers(len(self.dataset)))), self.spec, rng)
+            donor = sample_clip(self.dataset.load(int(rng.integers(len(self.dataset)))), self.spec, rng)
+            if clip is None or donor is None:
+                self.failed_draws += 1
+                continue
+            out.append(self.sampler(clip, donor, rng))
+        raise GenPropError(f"could not draw usable training clips from {self.dataset.__class__.__name__}")
+
+
+def latest_checkpoint(output: Path) -> Path | None:
+    folders = sorted((output / CHECKPOINTS).glob("step-*"))
+    return folders[-1] if folders else None
+
+
+def _load_pipeline(config: TrainConfig, device: torch.device):
+    """The frozen backbone of the variant with a fresh (zero-initialised) adapter, or `init_adapter`."""
+    from genprop_cli.pipelines import pipeline_class, quiet_libraries
+    from genprop_cli.weights import resolve_variant
+
+    resolved = resolve_variant(config.model, adapter=config.init_adapter, require_adapter=False)
+    quiet_libraries()
+    # Adapter weights train in float32; mixed precision is Accelerate's autocast.
+    return pipeline_class(resolved.spec.family).from_pretrained(
+        resolved.backbone_dir,
+        resolved.adapter_file if config.init_adapter else None,
+        device=device,
+        dtype=torch.float32,
+        file_variant=resolved.spec.backbone_file_variant,
+        sce_blocks=config.sce_blocks,
+    )
+
+
+def _enable_checkpointing(module: torch.nn.Module) -> None:
+    """Recompute activations in the backward pass for every diffusers block (backbone and adapter copies)."""
+    import functools
+
+    from torch.utils.checkpoint import checkpoint
+
+    for m in module.modules():
+        if hasattr(m, "gradient_checkpointing"):
+            m.gradient_checkpointing = True
+            m._gradient_checkpointing_func = functools.partial(checkpoint, use_reentrant=False)
+
+
+def _lr_lambda(warmup: int) -> Callable[[int], float]:
+    return lambda step: min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+
+
+@dataclass
+class TrainResult:
+    output: str
+    adapter: str
+    steps: int
+    resumed_from: int
+    processes: int
+    final_terms: dict[str, float]
+    mean_terms_last_10: dict[str, float]
+    steps_per_s: float
+    peak_rss_mib: float
+    peak_cuda_mib: float | None
+    dataset: dict[str, Any]
+    failed_draws: int
+
+    def to_json(self) -> str:
+        return json.dumps({"status": "ok", **asdict(self)}, indent=2)
+
+
+def train(config: TrainConfig, *, on_log: Callable[[StepLog], None] | None = None) -> TrainResult:
+    """Runs (or resumes) a training run; returns its summary (also written to <output>/summary.json)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    output = Path(config.output)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=config.grad_accum,
+        mixed_precision=config.mixed_precision,
+        cpu=config.device == "cpu",
+    )
+    set_seed(config.seed)
+    if accelerator.is_main_process:
+        output.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+
+    stream = PairStream(config)
+    pipe = _load_pipeline(config, accelerator.device)
+    denoiser = pipe.denoiser
+    adapter = denoiser.adapter
+    adapter.train()
+    if config.gradient_checkpointing:
+        _enable_checkpointing(denoiser)
+    params = [p for p in adapter.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config.warmup_steps))
+    model, optimizer, scheduler = accelerator.prepare(denoiser, optimizer, scheduler)
+    ema = EMA(params, config.ema_decay) if config.ema_decay else None
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)
+
+    start = _resume(accelerator, config, output)
+    time_ids = pipe._added_time_ids(1, pipe.conditioning).float()
+    history: list[dict[str, float]] = []
+    started = time.perf_counter()
+    for step in range(start, config.steps):
+        for micro in range(config.grad_accum):
+            with accelerator.accumulate(model):
+                generator = torch.Generator(device=accelerator.device)
+                generator.manual_seed(_seed_of(config.seed, step, micro, accelerator.process_index))
+                pairs = stream.pairs(step, micro, accelerator.process_index, config.batch_size)
+                batch = encode_pairs(pipe, pairs, generator)
+                with accelerator.autocast():
+                    terms = denoising_loss(model, batch, config.loss, generator, time_ids=time_ids, schedule=config.noise)
+                accelerator.backward(terms.total)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(params, config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update()
+        history.append(_gathered_terms(accelerator, terms))
+        done = step + 1
+        rate = (done - start) / max(time.perf_counter() - started, 1e-9)
+        if accelerator.is_main_process:
+            _append_log(output, {"step": done, **history[-1], "lr": scheduler.get_last_lr()[0]})
+            if on_log is not None and (done % config.log_every == 0 or done == config.steps):
+                on_log(StepLog(done, config.steps, history[-1], scheduler.get_last_lr()[0], rate))
+        if done % config.save_every == 0 or done == config.steps:
+            _save_checkpoint(accelerator, config, output, done)
+
+    accelerator.wait_for_everyone()
+    adapter_path = output / ADAPTER_FILE
+    if accelerator.is_main_process:
+        _export(accelerator.unwrap_model(model).adapter, ema, params, adapter_path)
+    result = TrainResult(
+        output=str(output),
+        adapter=str(adapter_path),
+        steps=config.steps,
+        resumed_from=start,
+        processes=accelerator.num_processes,
+        final_terms=history[-1] if history else {},
+        mean_terms_last_10={k: float(np.mean([h[k] for h in history[-10:]])) for k in (history[-1] if history else {})},
+        steps_per_s=(config.steps - start) / max(time.perf_counter() - started, 1e-9),
+        peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        peak_cuda_mib=torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
+        dataset=stream.dataset.report.to_dict(),
+        failed_draws=stream.failed_draws,
+    )
+    if accelerator.is_main_process:
+        (output / "summary.json").write_text(result.to_json())
+    accelerator.end_training()
+    return result
+
+
+def _seed_of(seed: int, step: int, micro: int, process: int) -> int:
+    return int(np.random.SeedSequence([seed, step, micro, process, 1]).generate_state(1)[0])
+
+
+def _gathered_terms(accelerator, terms) -> dict[str, float]:
+    """Loss terms averaged over processes (for logging only)."""
+    values = torch.stack([v.detach().float() for v in vars(terms).values()])
+    values = accelerator.reduce(values, reduction="mean")
+    return {k: float(v) for k, v in zip(vars(terms), values)}
+
+
+def _append_log(output: Path, record: dict[str, float]) -> None:
+    with open(output / "log.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _resume(accelerator, config: TrainConfig, output: Path) -> int:
+    """Loads the latest checkpoint of `output` if there is one; returns the step to continue from."""
+    checkpoint = latest_checkpoint(output)
+    if checkpoint is None:
+        return 0
+    saved = json.loads((checkpoint / "trainer_state.json").read_text())
+    if saved["config"] != json.loads(json.dumps(config.resume_key())):
+        raise OptionError(
+            f"{output} holds a checkpoint of a run with other options; use another --output or the same options"
+        )
+    accelerator.load_state(str(checkpoint))
+    _truncate_log(output, saved["step"])
+    return int(saved["step"])
+
+
+def _truncate_log(output: Path, step: int) -> None:
+    """Drops log lines written after the checkpoint (a crashed run may have logged further)."""
+    log = output / "log.jsonl"
+    if log.exists():
+        kept = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= step]
+        log.write_text("".join(line + "\n" for line in kept))
+
+
+def _save_checkpoint(accelerator, config: TrainConfig, output: Path, step: int) -> None:
+    folder = output / CHECKPOINTS / f"step-{step:08d}"
+    tmp = folder.with_name(folder.name + ".partial")
+    accelerator.save_state(str(tmp))
+    if accelerator.is_main_process:
+        (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "config": config.resume_key()}))
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.replace(folder)  # a checkpoint folder exists only once complete
+    accelerator.wait_for_everyone()
+
+
+def _export(adapter, ema: EMA | None, params: list[torch.nn.Parameter], path: Path) -> None:
+    """Writes the adapter file the propagation commands load with --adapter (EMA weights if enabled)."""
+    if ema is None:
+        adapter.save(path)
+        return
+    backup = [p.detach().clone() for p in params]
+    ema.copy_to(params)
+    adapter.save(path)
+    with torch.no_grad():
+        for p, b in zip(params, backup):
+            p.copy_(b)
+
+
+def describe(config: TrainConfig) -> str:
+    """One line for the log: what is being trained, with which data mix."""
+    mix = config.augment
+    return (
+        f"training {config.model or 'default variant'} adapter on {config.data} ({config.format}), "
+        f"{config.steps} steps, batch {config.batch_size}x{config.grad_accum}, {config.frames} frames "
+        f"{config.width}x{config.height}, mix copy-paste/mask-fill/color-fill "
+        f"{mix.copy_paste}/{mix.mask_fill}/{mix.color_fill}"
+    )
+

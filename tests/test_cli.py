@@ -263,3 +263,18 @@ def test_ctrl_c_mid_run_leaves_no_output(tmp_path):
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["edited.png", "long.mp4"]
+
+
+def test_preview_contact_sheet_shows_input_output_and_mask(clip, tmp_path):
+    video, frame = clip
+    sheet_path = tmp_path / "preview.png"
+    result = run("edit", video, "-f", frame, "-o", tmp_path / "o.mp4", "--preview", sheet_path, "--steps", "1", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["preview"] == str(sheet_path)
+    sheet = np.asarray(Image.open(sheet_path).convert("RGB"))
+    thumb_h = round(H * 256 / W)
+    assert sheet.shape == (4 * thumb_h + 3 * 4, 3 * 256 + 2 * 4, 3)  # 4 sampled frames, 3 columns, 4 px gaps
+    first_input = np.asarray(Image.fromarray(pattern_frame(0, W, H)).resize((256, thumb_h), Image.Resampling.BILINEAR))
+    assert np.abs(sheet[:thumb_h, :256].astype(int) - first_input.astype(int)).mean() < 4  # decoded input ~ source
+    bad = run("edit", video, "-f", frame, "-o", tmp_path / "o2.mp4", "--preview", tmp_path / "p.jpg")
+    assert_one_line_error(bad, 4, "preview")

@@ -30,6 +30,7 @@ from genprop_cli.chunking import ChunkSpan, Stitcher, plan_chunks
 from genprop_cli.config import PropagationOptions, Task
 from genprop_cli.errors import DeviceError, OptionError, OutputError
 from genprop_cli.images import load_first_frame, save_png_atomic
+from genprop_cli.preview import ContactSheet
 from genprop_cli.video_io import (
     EncoderOptions,
     VideoFrame,
@@ -64,6 +65,7 @@ class OutputFrame:
     time_base: object  # fractions.Fraction, the input stream's
     rgb: np.ndarray  # (H, W, 3) uint8 at the input's display size
     mask: np.ndarray  # (H, W) uint8, 255 = modified
+    source: np.ndarray  # (H, W, 3) uint8, the input frame it replaces
 
 
 @dataclass(frozen=True)
@@ -287,6 +289,7 @@ class GenProp:
             time_base=source.time_base,
             rgb=(out * 255 + 0.5).clip(0, 255).astype(np.uint8),
             mask=(m * 255 + 0.5).clip(0, 255).astype(np.uint8),
+            source=source.rgb,
         )
 
 
@@ -298,6 +301,7 @@ class RenderResult:
     input: str
     output: str
     masks: str | None
+    preview: str | None
     variant: str
     adapter_sha256: str | None
     device: str
@@ -331,6 +335,15 @@ def default_output_path(video: Path, task: Task) -> Path:
 
 def default_masks_dir(output: Path) -> Path:
     return output.with_name(f"{output.stem}.masks")
+
+
+def check_preview_path(preview: Path, *, overwrite: bool) -> None:
+    if preview.suffix.lower() != ".png":
+        raise OutputError(f"preview {preview} must be a .png file")
+    if not preview.parent.is_dir():
+        raise OutputError(f"preview folder {preview.parent} does not exist")
+    if preview.exists() and not overwrite:
+        raise OutputError(f"{preview} exists; pass --overwrite to replace it")
 
 
 def check_masks_dir(masks: Path, *, overwrite: bool) -> None:
@@ -370,10 +383,12 @@ def render(
     *,
     overwrite: bool = False,
     masks: Path | str | None = None,
+    preview: Path | str | None = None,
     encoder: EncoderOptions = EncoderOptions(),
     on_progress: ProgressCallback | None = None,
 ) -> RenderResult:
-    """Propagates and writes the output video (original audio kept) and, if asked, the mask PNG sequence.
+    """Propagates and writes the output video (original audio kept) and, if asked, the mask PNG sequence
+    and a preview contact sheet (sampled frames: input | output | mask).
 
     Nothing is left behind on failure or Ctrl-C: both outputs are written to temporary paths and renamed
     into place only when complete. The input is never opened for writing.
@@ -387,6 +402,9 @@ def render(
     display = (clip.info.width, clip.info.height)
     work = working_size(*display, model.variant.spec.limits, model.pipeline.size_multiple)
     mask_writer = _MaskSequence(masks, overwrite) if masks is not None else None
+    sheet = ContactSheet(clip.info.num_frames, display) if preview is not None else None
+    if preview is not None:
+        check_preview_path(Path(preview), overwrite=overwrite)
     frames = 0
     try:
         with VideoWriter(
@@ -396,8 +414,11 @@ def render(
                 writer.write(frame.rgb, frame.pts, frame.time_base)
                 if mask_writer is not None:
                     mask_writer.write(frame.index, frame.mask)
+                if sheet is not None:
+                    sheet.add(frame.index, frame.source, frame.rgb, frame.mask)
                 frames += 1
         masks_path = mask_writer.commit() if mask_writer is not None else None
+        preview_path = sheet.save(Path(preview)) if sheet is not None and sheet.rows else None
     except BaseException as exc:
         if mask_writer is not None:
             mask_writer.abort()
@@ -412,6 +433,7 @@ def render(
         input=str(clip.video),
         output=str(output),
         masks=str(masks_path) if masks_path else None,
+        preview=str(preview_path) if preview_path else None,
         variant=model.name,
         adapter_sha256=model.variant.adapter_sha256,
         device=str(model.pipeline.device),

@@ -126,6 +126,7 @@ def _run_task(
     overlap: int,
     composite: bool,
     masks: Optional[Path],
+    preview: Optional[Path],
     crf: int,
     preset: str,
     json_out: bool,
@@ -146,6 +147,8 @@ def _run_task(
             masks = api.default_masks_dir(output)
         if masks is not None:
             api.check_masks_dir(masks, overwrite=overwrite)
+        if preview is not None:
+            api.check_preview_path(preview, overwrite=overwrite)
         clip = api.Clip.open(video, first_frame)
         for note in clip.notes:
             if not quiet:
@@ -158,7 +161,7 @@ def _run_task(
             )
         with _ProgressDisplay(enabled=not quiet and err.is_terminal) as progress:
             result = api.render(
-                model_, clip, output, options, overwrite=overwrite, masks=masks,
+                model_, clip, output, options, overwrite=overwrite, masks=masks, preview=preview,
                 encoder=EncoderOptions(crf=crf, preset=preset), on_progress=progress,
             )  # fmt: skip
     except (GenPropError, KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - the CLI boundary
@@ -172,6 +175,7 @@ def _run_task(
         for warning in result.warnings:
             err.print(f"note: {warning}", highlight=False)
         masks_note = f", masks in {result.masks}" if result.masks else ""
+        masks_note += f", preview {result.preview}" if result.preview else ""
         err.print(
             f"wrote {result.output} ({result.frames} frames, {result.chunks} chunk(s), {result.elapsed_s:.1f} s"
             f"{masks_note})",
@@ -214,6 +218,9 @@ def _make_task_command(task: Task):
         masks: Annotated[
             Optional[Path],
             typer.Option(help="Write the predicted masks as a PNG sequence into this folder (track: on by default)."),
+        ] = None,
+        preview: Annotated[
+            Optional[Path], typer.Option(help="Write a PNG contact sheet of sampled frames: input | output | mask.")
         ] = None,
         crf: Annotated[int, typer.Option(help="libx264 CRF (lower is better quality).")] = 18,
         preset: Annotated[str, typer.Option(help="libx264 preset.")] = "veryfast",

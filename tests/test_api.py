@@ -39,7 +39,7 @@ def test_streaming_windows_match_the_planner(n, chunk, data):
     overlap = data.draw(st.integers(1, chunk - 1))
     got = list(_windows(fake_frames(n), chunk, overlap))
     assert [span for span, _, _ in got] == plan_chunks(n, chunk, overlap)
-    for span, frames, last in got:
+    for span, frames, _ in got:
         assert [f.index for f in frames] == list(range(span.start, span.stop))
     assert [last for *_, last in got] == [False] * (len(got) - 1) + [True]
 

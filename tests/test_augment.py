@@ -142,7 +142,7 @@ def test_mask_fill_is_insert_or_edit_with_even_odds():
 
 
 def _object_colour(sample: VideoSample, region: np.ndarray) -> np.ndarray:
-    rect, ellipse = sample.instances[1], sample.instances[2]
+    rect = sample.instances[1]
     overlap_rect = (region & rect).sum() / max(1, rect.sum())
     return np.array(RECT_COLOUR if overlap_rect > 0.5 else ELLIPSE_COLOUR)
 

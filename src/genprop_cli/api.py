@@ -249,9 +249,9 @@ class GenProp:
                 condition = pipe.conditioning_from_latent(previous[1][span.start - previous[0]])
             source = pipe.encode_frames(_to_model_frames([f.rgb for f in frames], work))
 
-            def step_done(step: int, total: int, _k: int = span.index) -> None:
+            def step_done(step: int, total: int, _k: int = span.index, _n: int = chunks) -> None:
                 if on_progress is not None:
-                    on_progress(ProgressEvent(chunk=_k + 1, chunks=chunks, step=step, steps=total))
+                    on_progress(ProgressEvent(chunk=_k + 1, chunks=_n, step=step, steps=total))
 
             result = pipe.generate(
                 source_latents=source,

@@ -173,3 +173,12 @@ def test_gradient_checkpointing_gives_the_same_losses(davis, tmp_path):
     checkpointed = train(config(davis, tmp_path / "ckpt", steps=2, gradient_checkpointing=True))
     for term, value in plain.final_terms.items():
         assert checkpointed.final_terms[term] == pytest.approx(value, rel=1e-4, abs=1e-7), term
+
+
+def test_clip_length_and_size_default_to_the_variants():
+    from genprop_cli.training.trainer import with_variant_defaults
+
+    svd = with_variant_defaults(TrainConfig(data="d", output="o", model="svd-xt"))
+    assert (svd.frames, svd.width, svd.height) == (25, 1024, 576)
+    tiny = with_variant_defaults(TrainConfig(data="d", output="o", frames=4))
+    assert tiny.frames == 4 and tiny.width % 8 == 0 and tiny.height % 8 == 0 and tiny.width * tiny.height <= 4096

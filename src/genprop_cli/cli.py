@@ -299,9 +299,9 @@ def train_command(
     batch_size: Annotated[Optional[int], typer.Option(help="Clips per step and process.")] = None,
     grad_accum: Annotated[Optional[int], typer.Option(help="Gradient accumulation micro-batches.")] = None,
     lr: Annotated[Optional[float], typer.Option(help="AdamW learning rate.")] = None,
-    frames: Annotated[Optional[int], typer.Option(help="Frames per training clip.")] = None,
-    width: Annotated[Optional[int], typer.Option(help="Training clip width.")] = None,
-    height: Annotated[Optional[int], typer.Option(help="Training clip height.")] = None,
+    frames: Annotated[Optional[int], typer.Option(help="Frames per training clip (default: the variant's).")] = None,
+    width: Annotated[Optional[int], typer.Option(help="Training clip width (default: the variant's, 16:9).")] = None,
+    height: Annotated[Optional[int], typer.Option(help="Training clip height (default: the variant's, 16:9).")] = None,
     sce_blocks: Annotated[Optional[int], typer.Option(help="Backbone blocks the SCE copies (default: all encoder blocks).")] = None,
     init_adapter: Annotated[Optional[str], typer.Option(help="Start from these adapter weights.")] = None,
     mixed_precision: Annotated[Optional[str], typer.Option(help="no, fp16 or bf16 (GPU).")] = None,
@@ -317,7 +317,7 @@ def train_command(
     """Train the SCE + MPD + task embedding on a video instance segmentation dataset; resumes from the
     latest checkpoint in --output. Multi-GPU / multi-node: `accelerate launch -m genprop_cli train ...`."""
     try:
-        from genprop_cli.training.trainer import TrainConfig, describe, train
+        from genprop_cli.training.trainer import TrainConfig, describe, train, with_variant_defaults
 
         overrides = dict(
             data=str(data), output=str(output), format=format, model=model, steps=steps, batch_size=batch_size,
@@ -329,6 +329,7 @@ def train_command(
             cfg = TrainConfig.from_toml(config, **overrides)
         else:
             cfg = TrainConfig.from_dict({k: v for k, v in overrides.items() if v is not None})
+        cfg = with_variant_defaults(cfg)
         if not quiet:
             err.print(describe(cfg), highlight=False)
         with _TrainProgress(enabled=not quiet and err.is_terminal, quiet=quiet) as progress:

@@ -12,11 +12,12 @@ continues exactly as an uninterrupted run would.
 from __future__ import annotations
 
 import json
+import math
 import resource
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +56,10 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 0
     max_grad_norm: float = 1.0
-    frames: int = 16
-    width: int = 64
-    height: int = 64
+    # Clip length and size; None: the variant's (native frames or default chunk; its pixel budget at 16:9).
+    frames: int | None = None
+    width: int | None = None
+    height: int | None = None
     max_stride: int = 2
     min_crop: float = 0.6
     mixed_precision: str = "no"  # no | fp16 | bf16 (GPU)
@@ -75,7 +77,7 @@ class TrainConfig:
         if self.format not in ("davis", "ytvis"):
             raise OptionError(f"--format must be davis or ytvis, got {self.format!r}")
         for name in ("steps", "batch_size", "grad_accum", "frames", "width", "height", "save_every", "log_every"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise OptionError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise OptionError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
@@ -180,6 +182,24 @@ class PairStream:
         raise GenPropError(f"could not draw usable training clips from {self.dataset.__class__.__name__}")
 
 
+def with_variant_defaults(config: TrainConfig) -> TrainConfig:
+    """Fills the clip length and size the config leaves open from the variant in weights.toml."""
+    if None not in (config.frames, config.width, config.height):
+        return config
+    from genprop_cli.weights import load_registry
+
+    spec = load_registry().get(config.model)
+    step = spec.limits.multiple_of
+    width = int(math.sqrt(spec.limits.max_pixels * 16 / 9)) // step * step
+    height = max(step, spec.limits.max_pixels // width // step * step)
+    return replace(
+        config,
+        frames=config.frames or spec.limits.native_frames or spec.defaults.chunk,
+        width=config.width or width,
+        height=config.height or height,
+    )
+
+
 def latest_checkpoint(output: Path) -> Path | None:
     folders = sorted((output / CHECKPOINTS).glob("step-*"))
     return folders[-1] if folders else None
@@ -243,6 +263,7 @@ def train(config: TrainConfig, *, on_log: Callable[[StepLog], None] | None = Non
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    config = with_variant_defaults(config)
     output = Path(config.output)
     accelerator = Accelerator(
         gradient_accumulation_steps=config.grad_accum,

@@ -165,3 +165,19 @@ def test_clip_open_accepts_an_array_of_the_right_shape(tmp_path):
         Clip.open(video, np.zeros((W, H, 3), np.uint8))
     Image.fromarray(pattern_frame(0, W, H)).save(tmp_path / "e.png")
     assert Clip.open(video, tmp_path / "e.png").notes == ()
+
+
+def test_a_clip_held_in_memory_propagates_like_one_read_from_a_file(model, tmp_path):
+    video = make_clip(tmp_path / "c.mp4", width=W, height=H, frames=12, audio=None)
+    from genprop_cli.video_io import iter_frames
+
+    decoded = np.stack([f.rgb for f in iter_frames(video)])
+    options = PropagationOptions(steps=1, seed=5)
+    from_file = list(model.propagate(Clip.open(video, decoded[0]), options))
+    from_memory = list(model.propagate(Clip.from_frames(decoded, decoded[0], fps=24), options))
+    np.testing.assert_array_equal(np.stack([f.rgb for f in from_file]), np.stack([f.rgb for f in from_memory]))
+    assert [f.pts for f in from_memory] == list(range(12))
+    with pytest.raises(OptionError, match="uint8"):
+        Clip.from_frames(decoded.astype(np.float32), decoded[0])
+    out = render(model, Clip.from_frames(decoded, decoded[0], fps=24), tmp_path / "mem.mp4", options)
+    assert out.frames == 12 and out.audio_streams == 0

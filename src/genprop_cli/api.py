@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from fractions import Fraction
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -76,6 +77,29 @@ class Clip:
     info: VideoInfo
     first_frame: np.ndarray  # (H, W, 3) uint8
     notes: tuple[str, ...] = ()
+    in_memory: np.ndarray | None = None  # (T, H, W, 3) uint8 when the clip was given as frames
+
+    @classmethod
+    def from_frames(cls, frames: np.ndarray, first_frame: np.ndarray, *, fps: float = 24.0, name: str = "frames") -> Clip:
+        """A clip held in memory (evaluation sets, scripts): uint8 (T, H, W, 3) frames at a constant rate."""
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
+            raise OptionError(f"frames must be a non-empty uint8 (T, H, W, 3) array, got {frames.dtype} {frames.shape}")
+        if first_frame.shape != frames.shape[1:] or first_frame.dtype != np.uint8:
+            raise OptionError(f"first frame must be uint8 {frames.shape[1:]}, got {first_frame.dtype} {first_frame.shape}")
+        rate = Fraction(fps).limit_denominator(1001)
+        info = VideoInfo(
+            path=Path(name), width=frames.shape[2], height=frames.shape[1], rotation=0, num_frames=len(frames),
+            time_base=1 / rate, average_rate=rate, duration_s=len(frames) / float(rate), codec="rawvideo", audio=(),
+        )  # fmt: skip
+        return cls(Path(name), info, first_frame, (), frames)
+
+    def frames(self) -> Iterator[VideoFrame]:
+        """The clip's frames in order, streamed from the file (or from memory)."""
+        if self.in_memory is None:
+            yield from iter_frames(self.video)
+            return
+        for index, rgb in enumerate(self.in_memory):
+            yield VideoFrame(index=index, pts=index, time_base=self.info.time_base, rgb=rgb)
 
     @classmethod
     def open(cls, video: Path | str, first_frame: Path | str | np.ndarray) -> Clip:
@@ -240,7 +264,7 @@ class GenProp:
         stitcher = Stitcher()
         held: dict[int, VideoFrame] = {}
         previous: tuple[int, torch.Tensor] | None = None  # (first frame index, latents) of the last chunk
-        for span, frames, last in _windows(iter_frames(clip.video), options.chunk, options.overlap):
+        for span, frames, last in _windows(clip.frames(), options.chunk, options.overlap):
             chunks = max(chunks, span.index + 1)
             generator.manual_seed(options.seed + span.start)  # per chunk, reproducible (LTX's scheme)
             if previous is None:

@@ -627,6 +627,11 @@ class VideoWriter:
 
     def _open(self, audio: bool) -> None:
         container_format = CONTAINER_FORMATS[self.path.suffix.lower()]
+        if not self._source.path.is_file():  # frames that never came from a file: nothing to carry over
+            options = _muxer_options(container_format)
+            self._output = av.open(str(self._temp), mode="w", format=container_format, options=options)
+            self._video = self._add_video_stream(container_format)
+            return
         source = _open_input(self._source.path)
         try:
             audio_indices = self._audio_to_keep(source, audio)

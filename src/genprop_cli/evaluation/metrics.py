@@ -43,12 +43,11 @@ def _same_shape(a: np.ndarray, b: np.ndarray, what: str) -> None:
 
 
 def _rgb(array: np.ndarray, what: str) -> np.ndarray:
-    """Check an RGB video (T, H, W, 3) or frame (H, W, 3) and return it as a float64 video (T, H, W, 3)."""
+    """Check an RGB video (T, H, W, 3) or frame (H, W, 3) and return it as a video (T, H, W, 3), dtype unchanged."""
     array = np.asarray(array)
     if array.ndim not in (3, 4) or array.shape[-1] != 3:
         raise ValueError(f"{what}: expected an RGB frame (H, W, 3) or video (T, H, W, 3), got shape {array.shape}")
-    video = array[None] if array.ndim == 3 else array
-    return video.astype(np.float64)
+    return array[None] if array.ndim == 3 else array
 
 
 def _masks(masks: np.ndarray, what: str) -> np.ndarray:
@@ -73,22 +72,25 @@ def psnr(a: np.ndarray, b: np.ndarray, *, mask: np.ndarray | None = None, max_va
     """
     a, b = np.asarray(a), np.asarray(b)
     _same_shape(a, b, "psnr")
-    squared = (a.astype(np.float64) - b.astype(np.float64)) ** 2
-    if mask is None:
-        selected = squared.ravel()
-    else:
+    if mask is not None:
         mask = np.asarray(mask, dtype=bool)
         if mask.shape == a.shape[:-1]:
             mask = np.broadcast_to(mask[..., None], a.shape)
         elif mask.shape != a.shape:
             raise ValueError(f"psnr: mask shape {mask.shape} fits neither {a.shape} nor {a.shape[:-1]}")
-        selected = squared[mask]
-    if selected.size == 0:
+    if a.ndim < 2:
+        a, b, mask = a[None], b[None], None if mask is None else mask[None]
+    total, count = 0.0, 0
+    # One leading slice at a time: a float64 copy of a whole video would cost 8x its size.
+    for i in range(a.shape[0]):
+        squared = (a[i].astype(np.float64) - b[i]) ** 2
+        selected = squared if mask is None else squared[mask[i]]
+        total, count = total + float(selected.sum()), count + selected.size
+    if count == 0:
         return math.nan
-    mse = float(selected.mean())
-    if mse == 0.0:
+    if total == 0.0:
         return math.inf
-    return 10.0 * math.log10(max_value**2 / mse)
+    return 10.0 * math.log10(max_value**2 * count / total)
 
 
 def psnr_m(output: np.ndarray, source: np.ndarray, edit_mask: np.ndarray) -> float:
@@ -124,8 +126,8 @@ def _filter_valid(images: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 
 
 def _luma(video: np.ndarray) -> np.ndarray:
-    """BT.601 luma Y = 0.299 R + 0.587 G + 0.114 B of a float64 (T, H, W, 3) video -> (T, H, W), range 0..255."""
-    return video @ _LUMA
+    """BT.601 luma Y = 0.299 R + 0.587 G + 0.114 B of an RGB (..., 3) array -> float64 (...), range 0..255."""
+    return video.astype(np.float64) @ _LUMA
 
 
 def ssim(a: np.ndarray, b: np.ndarray, *, data_range: float = 255.0) -> float:
@@ -140,23 +142,29 @@ def ssim(a: np.ndarray, b: np.ndarray, *, data_range: float = 255.0) -> float:
     _same_shape(a, b, "ssim")
     if min(a.shape[1:3]) < _SSIM_WINDOW:
         raise ValueError(f"ssim: frames must be at least {_SSIM_WINDOW} x {_SSIM_WINDOW}, got {a.shape[1:3]}")
-    x, y = _luma(a), _luma(b)
+    return float(np.mean([_ssim_frame(_luma(x), _luma(y), data_range) for x, y in zip(a, b, strict=True)]))
+
+
+def _ssim_frame(x: np.ndarray, y: np.ndarray, data_range: float) -> float:
+    """Mean of the SSIM map of two float64 (H, W) luma images."""
     kernel = _gaussian_kernel()
+    x, y = x[None], y[None]
     mu_x, mu_y = _filter_valid(x, kernel), _filter_valid(y, kernel)
     var_x = _filter_valid(x * x, kernel) - mu_x**2
     var_y = _filter_valid(y * y, kernel) - mu_y**2
     cov = _filter_valid(x * y, kernel) - mu_x * mu_y
     c1, c2 = (_SSIM_K1 * data_range) ** 2, (_SSIM_K2 * data_range) ** 2
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-    return float(ssim_map.mean(axis=(1, 2)).mean())
+    return float(ssim_map.mean())
 
 
 # --- removal residual ------------------------------------------------------------------------------------------------
 
 
 def _l1(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Per-pixel L1 distance summed over channels: float64 (T, H, W, 3) pair -> (T, H, W), range 0..765."""
-    return np.abs(x - y).sum(axis=-1)
+    """Per-pixel L1 distance summed over channels: (T, H, W, 3) pair -> float64 (T, H, W), range 0..765 for uint8."""
+    # Frame by frame so only one frame is ever held as float64.
+    return np.stack([np.abs(a.astype(np.float64) - b).sum(axis=-1) for a, b in zip(x, y, strict=True)])
 
 
 def _nanmean(values: np.ndarray) -> float:
@@ -189,15 +197,17 @@ def removal_residual(
     truth after removal); bool (T, H, W) `object_mask` and `shadow_mask` (None = no shadow annotation). With d the
     per-pixel L1 distance summed over RGB, for each frame and region R:
 
-        residual_t = sum_{R'} d(output, target) / sum_{R'} d(source, target),  R' = R minus pixels where source == target
+        residual_t = sum_{R'} d(output, target) / sum_{R'} d(source, target)
 
-    i.e. the fraction of the source-vs-target difference that the output still has. Pixels where source equals
-    target contribute nothing. The ratio is clipped to [0, 1] (values above 1, an output further from the target than
-    the source was, read as 1). A frame whose R' is empty gives nan. Returns {"object": (T,) float64,
-    "shadow": (T,) float64, "object_mean": float, "shadow_mean": float}; means skip nan frames (nan if all are).
+    where R' is R minus the pixels where source == target in every channel (they have nothing to remove, so they
+    contribute nothing): the fraction of the source-vs-target difference that the output still has. The ratio is
+    clipped to [0, 1] (above 1, an output further from the target than the source was, reads as 1). A frame whose R' is
+    empty gives nan. Returns {"object": (T,) float64, "shadow": (T,) float64, "object_mean": float,
+    "shadow_mean": float}; the means skip nan frames (nan if all are).
     """
-    output, source, target = _rgb(output, "removal_residual output"), _rgb(source, "removal_residual source"), \
-        _rgb(target, "removal_residual target")
+    output = _rgb(output, "removal_residual output")
+    source = _rgb(source, "removal_residual source")
+    target = _rgb(target, "removal_residual target")
     _same_shape(output, source, "removal_residual output/source")
     _same_shape(output, target, "removal_residual output/target")
     remaining, removable = _l1(output, target), _l1(source, target)
@@ -236,7 +246,7 @@ def iou(pred: np.ndarray, gt: np.ndarray) -> float:
     """Mean over frames of the per-frame IoU of bool masks (T, H, W) or (H, W), in [0, 1]; a frame where both masks
     are empty counts as 1.0."""
     pred, gt = _mask_pair(pred, gt, "iou")
-    return float(np.mean([_frame_iou(p, g) for p, g in zip(pred, gt)]))
+    return float(np.mean([_frame_iou(p, g) for p, g in zip(pred, gt, strict=True)]))
 
 
 def _boundary(mask: np.ndarray) -> np.ndarray:
@@ -271,8 +281,8 @@ def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
 def _tolerance_pixels(shape: tuple[int, int], bound_th: float) -> int:
     """DAVIS match tolerance: bound_th pixels if >= 1, else ceil(bound_th * image diagonal)."""
     if bound_th >= 1:
-        return int(math.ceil(bound_th))
-    return int(math.ceil(bound_th * math.hypot(*shape)))
+        return math.ceil(bound_th)
+    return math.ceil(bound_th * math.hypot(*shape))
 
 
 def boundary_f(pred: np.ndarray, gt: np.ndarray, *, bound_th: float = 0.008) -> float:
@@ -308,7 +318,7 @@ def jaccard_and_f(pred_masks: np.ndarray, gt_masks: np.ndarray, *, bound_th: flo
     "JF": (J + F) / 2}, each in [0, 1]. Frames with both masks empty score J = F = 1; one empty scores F = 0."""
     pred, gt = _mask_pair(pred_masks, gt_masks, "jaccard_and_f")
     j = iou(pred, gt)
-    f = float(np.mean([boundary_f(p, g, bound_th=bound_th) for p, g in zip(pred, gt)]))
+    f = float(np.mean([boundary_f(p, g, bound_th=bound_th) for p, g in zip(pred, gt, strict=True)]))
     return {"J": j, "F": f, "JF": (j + f) / 2.0}
 
 

@@ -6,7 +6,9 @@ is raised as a :mod:`genprop_cli.errors` class whose message names the file.
 
 from __future__ import annotations
 
+import functools
 import os
+import platform
 import secrets
 import weakref
 from collections.abc import Iterator
@@ -535,6 +537,18 @@ class _AudioInterleaver:
 # Writing: video
 
 
+@functools.cache
+def _host_has_avx512() -> bool:
+    """True on an x86-64 Linux host whose CPU advertises AVX-512 (other hosts: False, left alone)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    return any(line.startswith("flags") and " avx512f" in line for line in cpuinfo.splitlines())
+
+
 def _muxer_options(container_format: str) -> dict[str, str]:
     if container_format in _FASTSTART_FORMATS:
         return {"movflags": "+faststart"}
@@ -679,6 +693,11 @@ class VideoWriter:
         context.color_range = 1  # MPEG (TV) range
         if encoder.codec in ("libx264", "libx265"):
             stream.options = {"crf": str(encoder.crf), "preset": encoder.preset}
+        if encoder.codec == "libx264" and _host_has_avx512():
+            # x264's AVX-512 kernels make its MB-tree rate control vary from run to run (seen with
+            # PyAV's bundled x264: same frames, different pictures). Capping at AVX2 restores
+            # same input -> same file, at no measurable speed cost (docs/performance.md).
+            stream.options["x264-params"] = "asm=avx2"
         if encoder.codec == "libx265":
             stream.options["x265-params"] = "log-level=error"
             if container_format in _FASTSTART_FORMATS:

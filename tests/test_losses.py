@@ -77,6 +77,19 @@ def test_combine_weights_the_terms():
         LossWeights(mask=-1)
 
 
+def test_without_region_awareness_the_loss_is_the_plain_mean_plus_mpd():
+    """The "w/o region-aware loss" ablation: a small edit region gets no extra weight and L_grad is off."""
+    w = LossWeights(region_aware=False, mpd=0.5)
+    per_pixel = torch.zeros(B, F, C, H, W)
+    mask = torch.zeros(B, F, 1, H, W)
+    mask[..., 0, 0] = 1
+    per_pixel[..., 0, 0] = 10.0  # error only inside a one-pixel edit
+    terms = combine(per_pixel, mask, torch.zeros_like(mask), torch.tensor(5.0), w)
+    torch.testing.assert_close(terms.total, per_pixel.mean() + 0.5 * terms.mpd)
+    region_aware = combine(per_pixel, mask, torch.zeros_like(mask), torch.tensor(5.0), LossWeights(mpd=0.5))
+    assert float(region_aware.total) > 10 * float(terms.total)
+
+
 @pytest.fixture(scope="module")
 def unet():
     return build_random_tiny_pipeline(seed=0).unet.eval()

@@ -33,6 +33,8 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="List, download and build model variants.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+toy_app = typer.Typer(help="The toy world: datasets, evaluation sets and the toy backbone.", no_args_is_help=True)
+app.add_typer(toy_app, name="toy")
 
 TASK_HELP = {
     Task.EDIT: "Propagate an appearance or shape edit made on the first frame.",
@@ -369,6 +371,138 @@ class _TrainProgress:
         self.progress.update(self.task_id, completed=log.step, rate=f"{log.steps_per_s:.2f} it/s", terms=terms)
         if not self.enabled and not self.quiet:
             err.print(f"step {log.step}/{log.steps} {terms} lr={log.lr:.3g} ({log.steps_per_s:.2f} steps/s)", highlight=False)
+
+
+def _parse_adapters(values: list[str]) -> dict[str, str]:
+    """LABEL=PATH pairs (a bare PATH is labelled by its parent folder's name)."""
+    labelled: dict[str, str] = {}
+    for value in values:
+        label, sep, path = value.partition("=")
+        if not sep:
+            label, path = Path(value).parent.name or Path(value).stem, value
+        if not label or not path:
+            raise GenPropError(f"--adapter must be LABEL=PATH or PATH, got {value!r}")
+        if label in labelled:
+            raise GenPropError(f"--adapter label {label!r} given twice")
+        labelled[label] = path
+    return labelled
+
+
+@app.command("eval")
+def eval_command(
+    eval_set: Annotated[Path, typer.Argument(help="Evaluation set folder (from `genprop toy eval-set`).", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Report folder: report.json, report.md, sheets/.", show_default=False)],
+    model: Annotated[Optional[str], typer.Option("--model", "--variant", "-m", help="Variant to evaluate.")] = None,
+    adapter: Annotated[
+        Optional[list[str]],
+        typer.Option(help="Also evaluate these adapters on the variant's backbone: LABEL=PATH (repeatable)."),
+    ] = None,
+    variant_adapter: Annotated[
+        bool, typer.Option("--variant-adapter/--no-variant-adapter", help="Evaluate the variant's own adapter.")
+    ] = True,
+    baselines: Annotated[bool, typer.Option("--baselines/--no-baselines", help="Also run the classical baselines.")] = True,
+    clip_model: Annotated[
+        Optional[str], typer.Option(help="CLIP model (folder or Hub id) for CLIP-T / CLIP-I; skipped without one.")
+    ] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Denoising steps (default: the variant's).")] = None,
+    guidance: Annotated[Optional[float], typer.Option(help="Guidance scale (default: the variant's).")] = None,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    limit: Annotated[Optional[int], typer.Option(help="Only the first N examples of each task.")] = None,
+    task: Annotated[Optional[list[str]], typer.Option(help="Only these tasks (repeatable).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    overwrite: Annotated[bool, typer.Option("--overwrite", "-y", help="Replace an existing report.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Tracebacks for internal errors.")] = False,
+) -> None:
+    """Score a variant (and extra adapters, and the baselines) on an evaluation set: PSNR, SSIM, PSNR_m,
+    removal residual (object and shadow), tracking IoU and J&F, optionally CLIP-T / CLIP-I."""
+    try:
+        from genprop_cli.evaluation import runner
+
+        request = runner.EvalRequest(
+            eval_set=eval_set, output=output, model=model, adapters=_parse_adapters(adapter or []),
+            variant_adapter=variant_adapter, baselines=baselines, clip_model=clip_model, steps=steps,
+            guidance=guidance, seed=seed, limit=limit, tasks=tuple(Task(t) for t in task) if task else tuple(Task),
+            device=device, overwrite=overwrite,
+        )  # fmt: skip
+        report = runner.run_eval(
+            request, on_example=None if quiet else lambda i, n, name: err.print(f"[{i}/{n}] {name}", highlight=False)
+        )
+    except ValueError as exc:
+        raise fail(GenPropError(str(exc)), verbose) from None
+    except (GenPropError, KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - the CLI boundary
+        raise fail(exc, verbose) from None
+    if json_out:
+        typer.echo(json.dumps({"status": "ok", "output": str(output), "summary": report.summary()}, default=str))
+    if not quiet:
+        typer.echo(report.to_markdown(), err=True)
+        err.print(f"wrote {output / runner.REPORT_JSON}, {output / runner.REPORT_MD} and {output / runner.SHEETS}/", highlight=False)
+
+
+@toy_app.command("dataset")
+def toy_dataset(
+    output: Annotated[Path, typer.Argument(help="Dataset root to create (DAVIS layout).", show_default=False)],
+    clips: Annotated[int, typer.Option(help="Number of clips.")] = 240,
+    frames: Annotated[int, typer.Option(help="Frames per clip.")] = 32,
+    size: Annotated[int, typer.Option(help="Frame width and height.")] = 64,
+    seed: Annotated[int, typer.Option(help="World seed.")] = 0,
+) -> None:
+    """Write toy clips (shapes, shadows, a panning textured background) with instance masks, DAVIS layout."""
+    from genprop_cli.toy import write_davis
+
+    if output.exists() and any(output.iterdir()):
+        raise fail(GenPropError(f"{output} is not empty"), False)
+    names = write_davis(output, clips, seed, frames=frames, size=size)
+    err.print(f"wrote {len(names)} clips to {output}", highlight=False)
+
+
+@toy_app.command("eval-set")
+def toy_eval_set(
+    output: Annotated[Path, typer.Argument(help="Evaluation set folder to create.", show_default=False)],
+    per_task: Annotated[int, typer.Option(help="Examples per task.")] = 8,
+    frames: Annotated[int, typer.Option(help="Frames per clip.")] = 24,
+    size: Annotated[int, typer.Option(help="Frame width and height.")] = 64,
+    seed: Annotated[int, typer.Option(help="World seed (use one the training data did not).")] = 1000,
+) -> None:
+    """Write (source, edited first frame, ground-truth clip, ground-truth masks) examples for every task."""
+    from genprop_cli.toy import write_eval_set
+
+    if output.exists() and any(output.iterdir()):
+        raise fail(GenPropError(f"{output} is not empty"), False)
+    folders = write_eval_set(output, per_task, seed, frames=frames, size=size)
+    err.print(f"wrote {len(folders)} examples to {output}", highlight=False)
+
+
+@toy_app.command("train-backbone")
+def toy_train_backbone(
+    data: Annotated[Path, typer.Option(help="Dataset root (DAVIS layout).", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Run folder; the model goes to OUTPUT/backbone.", show_default=False)],
+    config: Annotated[Optional[Path], typer.Option(help="TOML file with any backbone training option.")] = None,
+    vae_steps: Annotated[Optional[int], typer.Option(help="VAE optimizer steps.")] = None,
+    unet_steps: Annotated[Optional[int], typer.Option(help="U-Net optimizer steps.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of data, noise and initialisation.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Tracebacks for internal errors.")] = False,
+) -> None:
+    """Train a small SVD-architecture image-to-video backbone (VAE, then U-Net) from scratch."""
+    try:
+        from genprop_cli.training.backbone import BackboneTrainConfig, train_backbone
+        from genprop_cli.training.trainer import read_toml
+
+        raw = read_toml(config) if config is not None else {}
+        overrides = dict(data=str(data), output=str(output), vae_steps=vae_steps, unet_steps=unet_steps, seed=seed)
+        cfg = BackboneTrainConfig.from_dict({**raw, **{k: v for k, v in overrides.items() if v is not None}})
+
+        def log(record: dict) -> None:
+            if not quiet:
+                err.print(" ".join(f"{k}={v}" for k, v in record.items()), highlight=False)
+
+        result = train_backbone(cfg, log=log)
+    except (GenPropError, KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - the CLI boundary
+        raise fail(exc, verbose) from None
+    if not quiet:
+        err.print(f"wrote {result.output} (VAE {result.vae_seconds:.0f} s, U-Net {result.unet_seconds:.0f} s)", highlight=False)
 
 
 def main() -> None:

@@ -24,11 +24,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from genprop_cli.config import PropagationOptions, Task
+from genprop_cli.errors import InputError, OutputError
 from genprop_cli.evaluation import metrics
 from genprop_cli.images import save_png_atomic
 from genprop_cli.preview import preview_indices
+from genprop_cli.toy import MARKER
 
-MARKER = (255, 0, 255)  # the toy world's track marker colour
+REPORT_JSON, REPORT_MD, SHEETS = "report.json", "report.md", "sheets"
 
 
 class EvalExample(Protocol):
@@ -49,18 +51,25 @@ class MethodOutput:
     masks: np.ndarray | None = None  # (T, H, W) bool, the method's own modification mask if it has one
 
 
-Method = Callable[[EvalExample], MethodOutput]
+# A method returns its output, or several named outputs of one run ({suffix: output}, e.g. with and
+# without compositing), each scored as its own method "<name><suffix>".
+Method = Callable[[EvalExample], "MethodOutput | dict[str, MethodOutput]"]
 
 
 def genprop_method(model, *, steps: int | None = None, guidance: float | None = None, seed: int = 0) -> Method:
-    """A loaded `GenProp` variant as an evaluation method (its MPD mask thresholded at 0.5)."""
+    """A loaded `GenProp` variant as an evaluation method; one generation scored twice: as generated,
+    and "+composite" (pixels outside its MPD mask taken from the source, as `--composite` does)."""
     from genprop_cli.api import Clip
 
-    def run(example: EvalExample) -> MethodOutput:
+    def run(example: EvalExample) -> dict[str, MethodOutput]:
         options = PropagationOptions(task=example.task, steps=steps, guidance=guidance, seed=seed)
         clip = Clip.from_frames(example.source, example.edited_first, name=example.name)
         frames = list(model.propagate(clip, options))
-        return MethodOutput(np.stack([f.rgb for f in frames]), np.stack([f.mask for f in frames]) >= 128)
+        video = np.stack([f.rgb for f in frames])
+        soft = np.stack([f.mask for f in frames]).astype(np.float32)[..., None] / 255.0
+        composite = (soft * video + (1 - soft) * example.source + 0.5).clip(0, 255).astype(np.uint8)
+        masks = soft[..., 0] >= 0.5
+        return {"": MethodOutput(video, masks), "+composite": MethodOutput(composite, masks)}
 
     return run
 
@@ -127,7 +136,10 @@ class EvalReport:
                 if not rows:
                     continue
                 keys = sorted({k for r in rows for k in r.scores})
-                out.setdefault(task, {})[method] = {k: _mean([r.scores.get(k, math.nan) for r in rows]) for k in keys}
+                out.setdefault(task, {})[method] = {
+                    k: _mean([r.scores.get(k, math.nan) for r in rows], cap=100.0 if k.startswith("psnr") else None)
+                    for k in keys
+                }
                 out[task][method]["seconds"] = _mean([r.seconds for r in rows])
         return out
 
@@ -151,8 +163,9 @@ class EvalReport:
         return "\n".join(lines) + "\n"
 
 
-def _mean(values: Sequence[float]) -> float:
-    finite = [min(v, 100.0) for v in values if not math.isnan(v)]
+def _mean(values: Sequence[float], cap: float | None = None) -> float:
+    """Mean ignoring nan; with `cap`, values above it (an identical frame's infinite PSNR) count as `cap`."""
+    finite = [min(v, cap) if cap is not None else v for v in values if not math.isnan(v)]
     return float(np.mean(finite)) if finite else math.nan
 
 
@@ -190,6 +203,7 @@ def evaluate(
 ) -> EvalReport:
     """Runs every method on every example it applies to and scores the outputs."""
     rows: list[Row] = []
+    names: list[str] = []
     for i, example in enumerate(examples):
         if on_example is not None:
             on_example(i + 1, len(examples), example.name)
@@ -198,10 +212,108 @@ def evaluate(
             if not applies(name, example.task):
                 continue
             started = time.perf_counter()
-            outputs[name] = method(example)
+            result = method(example)
             seconds = time.perf_counter() - started
-            rows.append(Row(example.name, example.task.value, name, seconds, score(example, outputs[name], clip_scorer)))
+            for suffix, output in (result if isinstance(result, dict) else {"": result}).items():
+                outputs[name + suffix] = output
+                names += [name + suffix] if name + suffix not in names else []
+                scores = score(example, output, clip_scorer)
+                rows.append(Row(example.name, example.task.value, name + suffix, seconds, scores))
         if sheets is not None:
             contact_sheet(example, outputs, sheets / f"{example.name}.png")
     notes = [] if clip_scorer is not None else ["CLIP-T/CLIP-I not computed: no --clip-model given"]
-    return EvalReport(rows, list(methods), notes)
+    return EvalReport(rows, names, notes)
+
+
+# --- the `genprop eval` job ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """What `genprop eval` was asked to do."""
+
+    eval_set: Path
+    output: Path
+    model: str | None = None
+    adapters: dict[str, str] = field(default_factory=dict)  # label -> adapter file, on the variant's backbone
+    variant_adapter: bool = True
+    baselines: bool = True
+    clip_model: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    seed: int = 0
+    limit: int | None = None
+    tasks: tuple[Task, ...] = tuple(Task)
+    device: str = "auto"
+    overwrite: bool = False
+
+
+def load_examples(request: EvalRequest) -> list[EvalExample]:
+    """The requested tasks' examples, at most `limit` of each, in the set's order."""
+    from genprop_cli.toy import read_eval_set
+
+    if not (Path(request.eval_set) / "index.json").is_file():
+        raise InputError(f"{request.eval_set} is not an evaluation set (no index.json)")
+    chosen, counts = [], dict.fromkeys(request.tasks, 0)
+    for example in read_eval_set(Path(request.eval_set)):
+        if example.task in counts and (request.limit is None or counts[example.task] < request.limit):
+            counts[example.task] += 1
+            chosen.append(example)
+    if not chosen:
+        raise InputError(f"{request.eval_set} has no examples of the requested task(s)")
+    return chosen
+
+
+def build_methods(request: EvalRequest) -> dict[str, Method]:
+    """GenProp with the variant's adapter and each extra adapter, then the baselines."""
+    from genprop_cli.api import GenProp
+    from genprop_cli.evaluation.baselines import BASELINES
+
+    methods: dict[str, Method] = {}
+    runs = ({"genprop": None} if request.variant_adapter else {}) | {
+        f"genprop[{label}]": path for label, path in request.adapters.items()
+    }
+    for name, adapter in runs.items():
+        model = GenProp.load(request.model, adapter=adapter, device=request.device)
+        methods[name] = genprop_method(model, steps=request.steps, guidance=request.guidance, seed=request.seed)
+    if request.baselines:
+        methods |= {name: baseline_method(name) for name in BASELINES}
+    if not methods:
+        raise InputError("nothing to evaluate: --no-variant-adapter, no --adapter and --no-baselines")
+    return methods
+
+
+def run_eval(request: EvalRequest, *, on_example: Callable[[int, int, str], None] | None = None) -> EvalReport:
+    """Runs the request and writes report.json, report.md and one contact sheet per example.
+
+    Everything goes to a temporary folder beside OUTPUT that is renamed into place when complete.
+    """
+    import shutil
+
+    from genprop_cli.video_io import temp_path_for
+
+    output = Path(request.output)
+    if output.exists() and not request.overwrite:
+        raise OutputError(f"{output} exists (use --overwrite to replace it)")
+    examples = load_examples(request)
+    methods = build_methods(request)
+    clip_scorer = None
+    if request.clip_model is not None:
+        from genprop_cli.evaluation.clip_score import ClipScorer
+
+        clip_scorer = ClipScorer.from_pretrained(request.clip_model)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = temp_path_for(output)
+    try:
+        (staging / SHEETS).mkdir(parents=True)
+        report = evaluate(examples, methods, clip_scorer=clip_scorer, sheets=staging / SHEETS, on_example=on_example)
+        report.notes.append(f"{len(examples)} examples from {request.eval_set}; seed {request.seed}")
+        (staging / REPORT_JSON).write_text(report.to_json())
+        (staging / REPORT_MD).write_text(report.to_markdown())
+        if output.exists():
+            shutil.rmtree(output)
+        staging.rename(output)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return report

@@ -23,6 +23,8 @@ class LossWeights:
     grad: float = 1.0  # beta
     mpd: float = 1.0  # gamma
     probe_scale: float = 0.05  # size of the finite-difference perturbation, in latent units
+    # False: the paper's "w/o region-aware loss" ablation: one plain mean over all pixels, no L_grad.
+    region_aware: bool = True
 
     def __post_init__(self) -> None:
         if min(self.mask, self.grad, self.mpd) < 0 or self.probe_scale <= 0:
@@ -74,5 +76,8 @@ def combine(
     non_mask, in_mask = region_means(per_pixel, mask)
     grad = sce_response if sce_response is not None else per_pixel.new_zeros(())
     mpd = mpd_loss(mask_logits, mask)
-    total = non_mask + weights.mask * in_mask + weights.grad * grad + weights.mpd * mpd
+    if weights.region_aware:
+        total = non_mask + weights.mask * in_mask + weights.grad * grad + weights.mpd * mpd
+    else:
+        total = per_pixel.mean() + weights.mpd * mpd
     return LossTerms(non_mask=non_mask, mask=in_mask, grad=grad, mpd=mpd, total=total)

@@ -67,6 +67,18 @@ def encode_pairs(pipeline, pairs, generator: torch.Generator) -> TrainingBatch:
     )
 
 
+def edm_noisy_input(x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor):
+    """(sigma broadcastable over x0, the noisy latent x0 + sigma * n, the U-Net's input scaling of it)."""
+    s = sigma.view(-1, *([1] * (x0.dim() - 1))).to(x0.dtype)
+    noisy = x0 + s * noise
+    return s, noisy, noisy / (s**2 + 1).sqrt()
+
+
+def edm_denoised(noisy: torch.Tensor, s: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """The denoised estimate from the U-Net's v-prediction: c_skip * x + c_out * F."""
+    return noisy / (s**2 + 1) - s / (s**2 + 1).sqrt() * out.to(noisy.dtype)
+
+
 def denoising_loss(
     denoiser,
     batch: TrainingBatch,
@@ -90,11 +102,10 @@ def denoising_loss(
         sigma = (log_sigma + schedule.log_sigma_mean).exp()
     if noise is None:
         noise = torch.randn(x0.shape, generator=generator, device=device, dtype=dtype)
-    s = sigma.view(b, 1, 1, 1, 1).to(dtype)
-    noisy = x0 + s * noise
-    model_in = torch.cat([noisy / (s**2 + 1).sqrt(), batch.condition[:, None].expand(-1, f, -1, -1, -1)], dim=2)
+    s, noisy, scaled = edm_noisy_input(x0, sigma, noise)
+    model_in = torch.cat([scaled, batch.condition[:, None].expand(-1, f, -1, -1, -1)], dim=2)
     probe_noise = torch.randn(batch.source.shape, generator=generator, device=device, dtype=dtype)
-    probe = weights.probe_scale * probe_noise * batch.mask if weights.grad > 0 else None
+    probe = weights.probe_scale * probe_noise * batch.mask if weights.grad > 0 and weights.region_aware else None
     out = denoiser(
         model_in,
         0.25 * sigma.log(),
@@ -104,6 +115,6 @@ def denoising_loss(
         task_ids=batch.task_ids,
         probe=probe,
     )
-    denoised = noisy / (s**2 + 1) - s / (s**2 + 1).sqrt() * out.sample.to(dtype)
+    denoised = edm_denoised(noisy, s, out.sample)
     per_pixel = (s**2 + 1) / s**2 * (denoised - x0).square()
     return combine(per_pixel, batch.mask, out.mask_logits, out.sce_response, weights)

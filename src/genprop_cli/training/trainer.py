@@ -39,6 +39,14 @@ CHECKPOINTS = "checkpoints"
 ADAPTER_FILE = "adapter.safetensors"
 
 
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML config file as a dict, or OptionError naming it."""
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise OptionError(f"cannot read config {path}: {exc}") from None
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run depends on; saved next to its checkpoints and checked on resume."""
@@ -89,10 +97,7 @@ class TrainConfig:
     @classmethod
     def from_toml(cls, path: Path, **overrides: Any) -> TrainConfig:
         """A config file (same keys as the fields; [loss], [augment], [noise] tables) plus CLI overrides."""
-        try:
-            raw = tomllib.loads(Path(path).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise OptionError(f"cannot read config {path}: {exc}") from None
+        raw = read_toml(path)
         return cls.from_dict({**raw, **{k: v for k, v in overrides.items() if v is not None}})
 
     @classmethod

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch; GPU users: `make setup TORCH_SPEC=torch` (or install their CUDA build first).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo test test-all bench toy toy-results clean
 
 $(BIN)/genprop: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,16 @@ setup: $(BIN)/genprop
 
 demo: setup
 	mkdir -p out
-	$(BIN)/genprop remove examples/clip.mp4 --first-frame examples/clip-remove.png -o out/clip.genprop-remove.mp4 --overwrite
+	$(BIN)/genprop remove examples/toy.mp4 --first-frame examples/toy-remove.png -o out/toy.genprop-remove.mp4 \
+		--preview out/toy.genprop-remove.png --overwrite
+
+# Regenerate the default `toy` variant from scratch (data, backbone, adapter) into the package.
+toy: setup
+	$(BIN)/python scripts/build_toy.py
+
+# ... plus the three ablation adapters, the evaluation set and `genprop eval` (docs/results.md).
+toy-results: setup
+	$(BIN)/python scripts/build_toy.py --ablations --eval
 
 test: setup
 	$(BIN)/pytest -q -m "not slow"

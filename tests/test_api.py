@@ -55,7 +55,7 @@ def test_working_size_keeps_aspect_within_budget(size):
 
 @pytest.fixture(scope="module")
 def model():
-    return GenProp.load(device="cpu")
+    return GenProp.load("random-tiny", device="cpu")
 
 
 @pytest.fixture
@@ -144,7 +144,7 @@ def test_model_loads_from_a_prepopulated_hub_cache_offline_and_a_bad_blob_fails(
     monkeypatch.setenv("GENPROP_REGISTRY", str(hub_registry(tmp_path, commit)))
     monkeypatch.setenv("GENPROP_CACHE", str(tmp_path / "hash-cache"))
 
-    model = GenProp.load(device="cpu")
+    model = GenProp.load("random-tiny", device="cpu")
     assert model.variant.backbone_dir == snapshot
     assert Path(model.variant.adapter_file).resolve().parent.name == "blobs"
     out = render(model, clip, tmp_path / "out.mp4", PropagationOptions(steps=1))
@@ -155,7 +155,7 @@ def test_model_loads_from_a_prepopulated_hub_cache_offline_and_a_bad_blob_fails(
     data[-1] ^= 0xFF  # same size, other bytes
     blob.write_bytes(bytes(data))
     with pytest.raises(ChecksumMismatchError, match=re.escape("unet/diffusion_pytorch_model.safetensors")):
-        GenProp.load(device="cpu")
+        GenProp.load("random-tiny", device="cpu")
 
 
 def test_clip_open_accepts_an_array_of_the_right_shape(tmp_path):

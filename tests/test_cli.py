@@ -20,13 +20,21 @@ from typer.testing import CliRunner
 
 from clips import audio_packets, make_audio_only, make_clip, make_text_file, make_truncated, pattern_frame
 from genprop_cli.cli import app
+from genprop_cli.config import Task
 
 runner = CliRunner()
 FRAMES, W, H = 40, 96, 64  # 40 frames: two chunks of 32 sharing 8
 
 
+TASKS = {t.value for t in Task}
+
+
 def run(*args: str, env: dict[str, str] | None = None):
-    return runner.invoke(app, list(map(str, args)), env=env)
+    """The CLI on the random-weight variant (fast, and every code path), unless a test names a --model."""
+    argv = list(map(str, args))
+    if argv and argv[0] in TASKS and not {"--model", "-m", "--variant"} & set(argv):
+        argv += ["--model", "random-tiny"]
+    return runner.invoke(app, argv, env=env)
 
 
 def digest(path: Path) -> str:
@@ -250,7 +258,7 @@ def test_ctrl_c_mid_run_leaves_no_output(tmp_path):
     out = tmp_path / "out.mp4"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "genprop_cli", "remove", str(video), "-f", str(frame), "-o", str(out), "--steps", "8"],
+        [sys.executable, "-m", "genprop_cli", "remove", str(video), "-f", str(frame), "-o", str(out), "--steps", "8", "--model", "random-tiny"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 120

@@ -84,7 +84,8 @@ def davis(tmp_path_factory) -> Path:
 
 
 def config(data: Path, output: Path, **overrides) -> TrainConfig:
-    base = dict(data=str(data), output=str(output), steps=4, frames=4, width=32, height=32, save_every=2, lr=1e-3)
+    base = dict(data=str(data), output=str(output), model="random-tiny", steps=4, frames=4, width=32, height=32,
+                save_every=2, lr=1e-3)
     return TrainConfig.from_dict({**base, **overrides})
 
 
@@ -125,8 +126,8 @@ def test_exported_adapter_loads_through_inference_and_changes_the_output(davis, 
     video = make_clip(tmp_path / "c.mp4", width=48, height=32, frames=6, audio=None)
     clip = Clip.open(video, pattern_frame(0, 48, 32))
     options = PropagationOptions(steps=2, seed=3)
-    zero = GenProp.load(device="cpu")
-    trained = GenProp.load(device="cpu", adapter=str(adapter))
+    zero = GenProp.load("random-tiny", device="cpu")
+    trained = GenProp.load("random-tiny", device="cpu", adapter=str(adapter))
     assert trained.pipeline.denoiser.adapter.config.sce_blocks == 2
     a = np.stack([f.rgb for f in zero.propagate(clip, options)])
     b = np.stack([f.rgb for f in trained.propagate(clip, options)])
@@ -157,7 +158,7 @@ def test_two_processes_through_accelerate_write_one_adapter(davis, tmp_path):
     out = tmp_path / "ddp"
     accelerate = Path(sys.executable).with_name("accelerate")
     cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "genprop_cli", "train", "--data", str(davis),
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "genprop_cli", "train", "--model", "random-tiny", "--data", str(davis),
            "--output", str(out), "--steps", "2", "--frames", "4", "--width", "32", "--height", "32",
            "--device", "cpu", "-q"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -180,5 +181,5 @@ def test_clip_length_and_size_default_to_the_variants():
 
     svd = with_variant_defaults(TrainConfig(data="d", output="o", model="svd-xt"))
     assert (svd.frames, svd.width, svd.height) == (25, 1024, 576)
-    tiny = with_variant_defaults(TrainConfig(data="d", output="o", frames=4))
+    tiny = with_variant_defaults(TrainConfig(data="d", output="o", model="random-tiny", frames=4))
     assert tiny.frames == 4 and tiny.width % 8 == 0 and tiny.height % 8 == 0 and tiny.width * tiny.height <= 4096

@@ -125,3 +125,18 @@ def test_toy_commands_write_datasets_and_refuse_non_empty_folders(tmp_path):
     assert len(read_eval_set(tmp_path / "e")) == 4
     again = runner.invoke(app, ["toy", "dataset", str(tmp_path / "d")])
     assert again.exit_code != 0 and "not empty" in again.stderr
+
+
+def test_clip_scores_come_from_the_given_clip_model(eval_set, tmp_path):
+    from test_metrics import tiny_clip, tiny_tokenizer
+
+    clip_dir = tmp_path / "clip"
+    tiny_clip().save_pretrained(clip_dir)
+    tiny_tokenizer().save_pretrained(clip_dir)
+    result = CliRunner().invoke(app, ["eval", str(eval_set), "-o", str(tmp_path / "r"), "--no-variant-adapter",
+                                      "--task", "insert", "--clip-model", str(clip_dir), "--json", "-q"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)["summary"]["insert"]["flow_warp"]
+    assert -1 <= scores["clip_t"] <= 1 and 0 < scores["clip_i"] <= 1
+    report = json.loads((tmp_path / "r" / REPORT_JSON).read_text())
+    assert not any("CLIP" in note for note in report["notes"])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from genprop_cli.errors import OptionError
+from genprop_cli.errors import InputError, OptionError
 from genprop_cli.pipelines.svd import GenPropSVDPipeline
 from genprop_cli.toy import write_davis
 from genprop_cli.training.backbone import (
@@ -76,5 +76,5 @@ def test_bad_options_are_option_errors(dataset, tmp_path):
         config(dataset, tmp_path, size=40)
     with pytest.raises(OptionError, match="unknown backbone training option"):
         BackboneTrainConfig.from_dict({"data": "d", "output": "o", "vae_stpes": 3})
-    with pytest.raises(OptionError, match="at least 12 frames|no video"):
+    with pytest.raises(InputError, match="clips need 13"):
         train_backbone(config(dataset, tmp_path / "x", frames=13, vae_frames=13))

@@ -266,7 +266,7 @@ def test_ctrl_c_mid_run_leaves_no_output(tmp_path):
         time.sleep(0.05)  # wait until the writer has started, i.e. mid-run
     assert proc.poll() is None, proc.communicate()
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
+    _, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert not out.exists()

@@ -67,16 +67,7 @@ def write_clip(path: Path, frames: int = FRAMES) -> None:
                 out.mux(packet)
         for packet in video.encode():
             out.mux(packet)
-        seconds = np.arange(int(RATE * frames / FPS)) / RATE
-        tone = (0.2 * np.sin(2 * np.pi * 440 * seconds)).astype(np.float32)
-        for start in range(0, tone.size, 1024):
-            block = np.tile(tone[start : start + 1024], (2, 1))
-            frame = av.AudioFrame.from_ndarray(block, format="fltp", layout="stereo")
-            frame.sample_rate, frame.pts, frame.time_base = RATE, start, Fraction(1, RATE)
-            for packet in audio.encode(frame):
-                out.mux(packet)
-        for packet in audio.encode():
-            out.mux(packet)
+        _write_tone(out, audio, frames)
 
 
 TOY_SEED, TOY_FRAMES, TOY_SIZE = 4252, 48, 64

@@ -123,7 +123,7 @@ def install(work: Path) -> None:
     begin, end = "# >>> toy variant (scripts/build_toy.py)\n", "# <<< toy variant\n"
     generated = begin + block + end
     if begin in text:
-        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: generated, text, flags=re.S)
+        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: generated, text, flags=re.DOTALL)
     else:
         text = text.rstrip("\n") + "\n\n\n" + generated
     REGISTRY.write_text(text)

@@ -23,11 +23,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from genprop_cli.errors import OptionError
 from genprop_cli.training.data import ClipSpec, open_dataset, sample_clip
-from genprop_cli.training.objective import NoiseSchedule, edm_denoised, edm_noisy_input, to_model_frames
+from genprop_cli.training.objective import (
+    NoiseSchedule,
+    edm_denoised,
+    edm_noisy_input,
+    sample_sigma,
+    to_model_frames,
+)
 
 LogFn = Callable[[dict[str, Any]], None]
 
@@ -144,9 +149,7 @@ class BackboneResult:
 
 def _clip_stream(config: BackboneTrainConfig, frames: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
     """Endless random clips (frames, size, size, 3) uint8 drawn from the dataset."""
-    dataset = open_dataset(Path(config.data), config.format, min_frames=frames)
-    if len(dataset) == 0:
-        raise OptionError(f"no video in {config.data} has at least {frames} frames")
+    dataset = open_dataset(Path(config.data), config.format, min_frames=frames)  # InputError if none is long enough
     spec = ClipSpec(frames=frames, size=(config.size, config.size), max_stride=config.max_stride,
                     min_crop=config.min_crop)
     cache: dict[int, Any] = {}  # toy datasets fit in memory; JPEG decoding would dominate a step
@@ -181,8 +184,16 @@ def _random_crops(clips: torch.Tensor, crop: int, rng: np.random.Generator) -> t
 
 def build_components(arch: BackboneArchitecture, frames: int, seed: int):
     """Fresh VAE, U-Net, frozen random CLIP image encoder, its processor and SVD's scheduler."""
-    from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+    from diffusers import (
+        AutoencoderKLTemporalDecoder,
+        EulerDiscreteScheduler,
+        UNetSpatioTemporalConditionModel,
+    )
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+    )
 
     from genprop_cli.random_tiny import SCHEDULER_CONFIG
 
@@ -200,6 +211,18 @@ def _warmup(step: int, warmup: int) -> float:
     return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
 
 
+def _cosine_to_tenth(step: int, total: int) -> float:
+    """Learning-rate factor from 1 down to 0.1 over the run: the last steps polish details."""
+    return 0.55 + 0.45 * math.cos(math.pi * step / total)
+
+
+def _optimizer_step(optimizer: torch.optim.Optimizer, module: torch.nn.Module, loss: torch.Tensor) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+    optimizer.step()
+
+
 def train_vae(vae, config: BackboneTrainConfig, device: torch.device, log: LogFn) -> float:
     """Stage 1: reconstruction of short clips through the temporal decoder; returns the last L1."""
     rng = np.random.default_rng([config.seed, 1])
@@ -208,8 +231,8 @@ def train_vae(vae, config: BackboneTrainConfig, device: torch.device, log: LogFn
     vae.train().requires_grad_(True)
     l1 = math.nan
     for step in range(config.vae_steps):
-        for group in optimizer.param_groups:  # cosine decay to 10%: the last steps polish details
-            group["lr"] = config.vae_lr * (0.55 + 0.45 * math.cos(math.pi * step / config.vae_steps))
+        for group in optimizer.param_groups:
+            group["lr"] = config.vae_lr * _cosine_to_tenth(step, config.vae_steps)
         clips = _random_crops(_batch(stream, config.vae_batch_clips, device), config.vae_crop, rng).flatten(0, 1)
         posterior = vae.encode(clips).latent_dist
         # The posterior mean, as inference uses it (`latent_dist.mode()`): sampling would spend the short
@@ -217,10 +240,7 @@ def train_vae(vae, config: BackboneTrainConfig, device: torch.device, log: LogFn
         recon = vae.decode(posterior.mode(), num_frames=config.vae_frames).sample
         l1_t = (recon - clips).abs().mean()
         loss = l1_t + (recon - clips).square().mean() + config.kl_weight * posterior.kl().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        optimizer.step()
+        _optimizer_step(optimizer, vae, loss)
         l1 = float(l1_t.detach())
         if step % config.log_every == 0 or step == config.vae_steps - 1:
             log({"stage": "vae", "step": step + 1, "l1": round(l1, 5), "loss": round(float(loss.detach()), 5)})
@@ -293,8 +313,7 @@ def train_unet(pipeline, config: BackboneTrainConfig, device: torch.device, log:
     loss_value = math.nan
     for step in range(config.unet_steps):
         for group in optimizer.param_groups:
-            decay = 0.55 + 0.45 * math.cos(math.pi * step / config.unet_steps)
-            group["lr"] = config.lr * _warmup(step, config.warmup_steps) * decay
+            group["lr"] = config.lr * _warmup(step, config.warmup_steps) * _cosine_to_tenth(step, config.unet_steps)
         drawn = [bank.sample(config.frames, config.max_stride, rng) for _ in range(config.batch_size)]
         x0 = torch.stack([d[0] for d in drawn]).to(device)
         embeds = torch.stack([d[1] for d in drawn]).to(device)
@@ -303,18 +322,14 @@ def train_unet(pipeline, config: BackboneTrainConfig, device: torch.device, log:
         condition = condition * keep.view(-1, 1, 1, 1)
         embeds = embeds * keep.view(-1, 1, 1)
         b, f = x0.shape[:2]
-        log_sigma = torch.randn(b, generator=generator, device=device) * schedule.log_sigma_std
-        sigma = (log_sigma + schedule.log_sigma_mean).exp()
+        sigma = sample_sigma(schedule, b, generator, device)
         noise = torch.randn(x0.shape, generator=generator, device=device)
         s, noisy, scaled = edm_noisy_input(x0, sigma, noise)
         model_in = torch.cat([scaled, condition[:, None].expand(-1, f, -1, -1, -1)], dim=2)
         out = unet(model_in, 0.25 * sigma.log(), embeds, time_ids).sample
         per_pixel = (s**2 + 1) / s**2 * (edm_denoised(noisy, s, out) - x0).square()
         loss = per_pixel.mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        optimizer.step()
+        _optimizer_step(optimizer, unet, loss)
         loss_value = float(loss.detach())
         if step % config.log_every == 0 or step == config.unet_steps - 1:
             log({"stage": "unet", "step": step + 1, "loss": round(loss_value, 5)})

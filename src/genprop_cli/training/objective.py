@@ -67,6 +67,12 @@ def encode_pairs(pipeline, pairs, generator: torch.Generator) -> TrainingBatch:
     )
 
 
+def sample_sigma(schedule: NoiseSchedule, batch: int, generator: torch.Generator, device) -> torch.Tensor:
+    """Training noise levels: log(sigma) ~ N(mean, std), one per clip."""
+    log_sigma = torch.randn(batch, generator=generator, device=device) * schedule.log_sigma_std
+    return (log_sigma + schedule.log_sigma_mean).exp()
+
+
 def edm_noisy_input(x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor):
     """(sigma broadcastable over x0, the noisy latent x0 + sigma * n, the U-Net's input scaling of it)."""
     s = sigma.view(-1, *([1] * (x0.dim() - 1))).to(x0.dtype)
@@ -98,8 +104,7 @@ def denoising_loss(
     b, f = x0.shape[:2]
     device, dtype = x0.device, x0.dtype
     if sigma is None:
-        log_sigma = torch.randn(b, generator=generator, device=device) * schedule.log_sigma_std
-        sigma = (log_sigma + schedule.log_sigma_mean).exp()
+        sigma = sample_sigma(schedule, b, generator, device)
     if noise is None:
         noise = torch.randn(x0.shape, generator=generator, device=device, dtype=dtype)
     s, noisy, scaled = edm_noisy_input(x0, sigma, noise)

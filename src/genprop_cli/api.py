@@ -259,37 +259,40 @@ class GenProp:
         chunks = len(plan_chunks(max(clip.info.num_frames, 1), options.chunk, options.overlap))
 
         edited = _to_model_frames([clip.first_frame], work)[0]
-        image_embeds = pipe.embed_image(edited)  # the user's edit anchors every chunk
+        anchor = pipe.prepare_anchor(edited, options.prompt)  # the user's edit (and prompt) anchor every chunk
         generator = torch.Generator(device=pipe.device)
         stitcher = Stitcher()
         held: dict[int, VideoFrame] = {}
-        previous: tuple[int, torch.Tensor] | None = None  # (first frame index, latents) of the last chunk
+        previous = None  # (first frame index, ChunkResult, decoded frames) of the last chunk
         for span, frames, last in _windows(clip.frames(), options.chunk, options.overlap):
             chunks = max(chunks, span.index + 1)
             generator.manual_seed(options.seed + span.start)  # per chunk, reproducible (LTX's scheme)
             if previous is None:
-                condition = pipe.encode_condition(edited, generator)
+                condition = pipe.first_condition(edited, generator)
             else:  # the frame the previous chunk generated at this chunk's start
-                condition = pipe.conditioning_from_latent(previous[1][span.start - previous[0]])
+                start, result, decoded = previous
+                condition = pipe.next_condition(result, decoded, span.start - start)
             source = pipe.encode_frames(_to_model_frames([f.rgb for f in frames], work))
 
             def step_done(step: int, total: int, _k: int = span.index, _n: int = chunks) -> None:
                 if on_progress is not None:
                     on_progress(ProgressEvent(chunk=_k + 1, chunks=_n, step=step, steps=total))
 
-            result = pipe.generate(
+            result = pipe.sample_chunk(
                 source_latents=source,
-                condition_latent=condition,
-                image_embeds=image_embeds,
+                condition=condition,
+                anchor=anchor,
                 task=options.task,
                 steps=steps,
                 guidance=guidance,
                 generator=generator,
                 on_step=step_done,
             )
-            previous = (span.start, result.latents)
-            rgb = ((pipe.decode_latents(result.latents) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
-            mask = F.interpolate(result.mask, size=(work[1], work[0]), mode="bilinear", align_corners=False)
+            # A backbone with temporal compression runs a padded chunk; only the chunk's own frames are kept.
+            decoded = pipe.decode_latents(result.latents)[: len(frames)]
+            previous = (span.start, result, decoded)
+            rgb = ((decoded + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
+            mask = F.interpolate(result.mask[: len(frames)], size=(work[1], work[0]), mode="bilinear", align_corners=False)
             mask = mask[:, 0].cpu().numpy()
             for f in frames:
                 held[f.index] = f

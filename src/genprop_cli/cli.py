@@ -127,6 +127,7 @@ def _run_task(
     chunk: int,
     overlap: int,
     composite: bool,
+    prompt: str,
     masks: Optional[Path],
     preview: Optional[Path],
     crf: int,
@@ -141,7 +142,7 @@ def _run_task(
     try:
         options = PropagationOptions(
             task=task, chunk=chunk, overlap=overlap, steps=steps, guidance=guidance, seed=seed,
-            device=device, dtype=dtype, composite=composite,
+            device=device, dtype=dtype, composite=composite, prompt=prompt,
         )  # fmt: skip
         output = output or api.default_output_path(video, task)
         check_output_path(output, input_path=video, overwrite=overwrite)
@@ -217,6 +218,9 @@ def _make_task_command(task: Task):
         composite: Annotated[
             bool, typer.Option(help="Take unmodified pixels (per the predicted mask) from the source at full resolution.")
         ] = False,
+        prompt: Annotated[
+            str, typer.Option(help="Text conditioning for backbones that read text (Wan); empty by default.")
+        ] = "",
         masks: Annotated[
             Optional[Path],
             typer.Option(help="Write the predicted masks as a PNG sequence into this folder (track: on by default)."),
@@ -280,13 +284,16 @@ def models_download(variant: Annotated[str, typer.Argument(help="Variant name.")
 def models_build_random_tiny(
     output: Annotated[Path, typer.Argument(help="Folder to write backbone/ and adapter.safetensors into.")],
     seed: Annotated[int, typer.Option(help="Initialisation seed.")] = 0,
+    family: Annotated[str, typer.Option(help="svd, wan (Wan 2.1 I2V layout) or wan-ti2v (Wan 2.2 TI2V layout).")] = "svd",
 ) -> None:
-    """Build the tiny random-weight SVD-architecture variant (for smoke tests; its output is not a result)."""
+    """Build a tiny random-weight variant of the SVD or Wan architecture (smoke tests; its output is not a result)."""
     from genprop_cli.random_tiny import build_random_tiny
 
     if output.exists() and any(output.iterdir()):
         raise fail(GenPropError(f"{output} is not empty"), False)
-    backbone, adapter = build_random_tiny(output, seed=seed)
+    if family not in ("svd", "wan", "wan-ti2v"):
+        raise fail(GenPropError(f"--family must be svd, wan or wan-ti2v, got {family!r}"), False)
+    backbone, adapter = build_random_tiny(output, seed=seed, family=family)
     err.print(f"wrote {backbone} and {adapter}", highlight=False)
 
 

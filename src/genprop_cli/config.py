@@ -38,6 +38,7 @@ class PropagationOptions:
     device: str = "auto"
     dtype: str = "auto"
     composite: bool = False
+    prompt: str = ""  # text conditioning, for backbones that read text (Wan); empty by default
 
     def __post_init__(self) -> None:
         if self.chunk not in CHUNK_SIZES:

@@ -1,8 +1,9 @@
-"""The `random-tiny` variant: a tiny, RANDOMLY INITIALISED model of the real SVD architecture.
+"""The `random-tiny` variants: tiny, RANDOMLY INITIALISED models of the real SVD and Wan architectures.
 
-It exists so that every code path (registry, loading, hooks, chunking, I/O) runs anywhere, on a CPU, in
-seconds. Its output is noise-like and is not a result. `genprop models build-random-tiny DIR` rebuilds it;
-the copy shipped in `genprop_cli/assets/random-tiny` was made with the defaults below.
+They exist so that every code path (registry, loading, hooks, chunking, I/O) runs anywhere, on a CPU, in
+seconds. Their output is noise-like and is not a result. `genprop models build-random-tiny DIR [--family
+wan]` rebuilds them; the copies shipped in `genprop_cli/assets/random-tiny{,-wan}` were made with the defaults
+below.
 """
 
 from __future__ import annotations
@@ -82,7 +83,70 @@ def build_random_tiny_pipeline(seed: int = 0):
     )
 
 
-def build_random_tiny(output_dir: Path, seed: int = 0, storage_dtype: torch.dtype = torch.float16) -> tuple[Path, Path]:
+# Wan 2.1 I2V layout (36 = 16 noisy + 4 mask + 16 first-frame channels, CLIP image tokens) with every
+# structural feature: RoPE, qk RMS norm, cross-attention with added image K/V, the causal 3-D VAE (8x, 4x).
+WAN_TRANSFORMER_CONFIG = dict(
+    patch_size=(1, 2, 2),
+    num_attention_heads=2,
+    attention_head_dim=12,
+    in_channels=36,
+    out_channels=16,
+    text_dim=32,
+    freq_dim=256,
+    ffn_dim=32,
+    num_layers=4,
+    cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads",
+    rope_max_seq_len=32,
+    image_dim=4,
+)
+WAN_VAE_CONFIG = dict(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True])
+WAN_TEXT_CONFIG = dict(
+    vocab_size=128, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4, relative_attention_num_buckets=8,
+    dropout_rate=0.0,
+)  # fmt: skip
+WAN_CLIP_CONFIG = dict(
+    hidden_size=4, projection_dim=4, num_hidden_layers=2, num_attention_heads=2, image_size=32, intermediate_size=16,
+    patch_size=8,
+)  # fmt: skip
+
+
+def build_random_tiny_wan_pipeline(seed: int = 0, *, ti2v: bool = False):
+    """A tiny `WanImageToVideoPipeline` with random weights: Wan 2.1 I2V layout, or with `ti2v` the Wan 2.2
+    TI2V layout (first latent frame replaced, per-token timesteps, no image encoder)."""
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline, WanTransformer3DModel
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+        T5Tokenizer,
+        UMT5Config,
+        UMT5EncoderModel,
+    )
+
+    torch.manual_seed(seed)
+    config = dict(WAN_TRANSFORMER_CONFIG)
+    if ti2v:
+        config.update(in_channels=16, image_dim=None)
+    transformer = WanTransformer3DModel(**config)
+    vae = AutoencoderKLWan(**WAN_VAE_CONFIG)
+    text_encoder = UMT5EncoderModel(UMT5Config(**WAN_TEXT_CONFIG)).eval()
+    tokenizer = T5Tokenizer()  # transformers >= 5 builds one without vocabulary files; tiny encoder, tiny vocab
+    image_encoder = image_processor = None
+    if not ti2v:
+        image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**WAN_CLIP_CONFIG)).eval()
+        size = WAN_CLIP_CONFIG["image_size"]
+        image_processor = CLIPImageProcessor(crop_size=size, size={"shortest_edge": size})
+    return WanImageToVideoPipeline(
+        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0),
+        image_processor=image_processor, image_encoder=image_encoder, transformer=transformer,
+        expand_timesteps=ti2v,
+    )  # fmt: skip
+
+
+def build_random_tiny(
+    output_dir: Path, seed: int = 0, storage_dtype: torch.dtype = torch.float16, *, family: str = "svd"
+) -> tuple[Path, Path]:
     """Writes the backbone (diffusers layout, safetensors) and a zero-initialised adapter; returns both paths.
 
     Weights are stored in half precision to keep the shipped files small; they load in any dtype.
@@ -91,10 +155,18 @@ def build_random_tiny(output_dir: Path, seed: int = 0, storage_dtype: torch.dtyp
     from genprop_cli.models.genprop import AdapterConfig, GenPropAdapter
 
     output_dir = Path(output_dir)
-    pipe = build_random_tiny_pipeline(seed)
+    if family == "svd":
+        pipe = build_random_tiny_pipeline(seed)
+        denoiser = pipe.unet
+    elif family in ("wan", "wan-ti2v"):
+        pipe = build_random_tiny_wan_pipeline(seed, ti2v=family == "wan-ti2v")
+        denoiser = pipe.transformer
+        family = "wan"
+    else:
+        raise ValueError(f"unknown family {family!r}: svd, wan or wan-ti2v")
     backbone_dir = output_dir / "backbone"
-    backbone = backbone_for("svd", pipe.unet)
-    adapter = GenPropAdapter(backbone, AdapterConfig(family="svd", sce_blocks=len(backbone.encoder_blocks())))
+    backbone = backbone_for(family, denoiser)
+    adapter = GenPropAdapter(backbone, AdapterConfig(family=family, sce_blocks=backbone.default_sce_blocks))
     pipe.to(dtype=storage_dtype).save_pretrained(backbone_dir, safe_serialization=True)
     adapter_file = output_dir / "adapter.safetensors"
     adapter.to(storage_dtype).save(adapter_file)

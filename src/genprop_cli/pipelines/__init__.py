@@ -9,6 +9,10 @@ def pipeline_class(family: str):
         from genprop_cli.pipelines.svd import GenPropSVDPipeline
 
         return GenPropSVDPipeline
+    if family == "wan":
+        from genprop_cli.pipelines.wan import GenPropWanPipeline
+
+        return GenPropWanPipeline
     raise ValueError(f"no GenProp pipeline for backbone family {family!r}")
 
 

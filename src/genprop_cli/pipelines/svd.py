@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from genprop_cli.config import Task
+from genprop_cli.errors import OptionError
 from genprop_cli.models.backbones import backbone_for
 from genprop_cli.models.genprop import AdapterConfig, GenPropAdapter, GenPropDenoiser
 
@@ -61,7 +62,7 @@ class GenPropSVDPipeline:
         self.unet = svd_pipeline.unet
         self.backbone = backbone_for(self.family, self.unet)
         if adapter is None:
-            blocks = sce_blocks or len(self.backbone.encoder_blocks())
+            blocks = sce_blocks or self.backbone.default_sce_blocks
             adapter = GenPropAdapter(self.backbone, AdapterConfig(family=self.family, sce_blocks=blocks))
         self.denoiser = GenPropDenoiser(self.backbone, adapter.to(self.unet.device, self.unet.dtype))
         for module in (self.vae, self.image_encoder, self.unet):
@@ -154,6 +155,23 @@ class GenPropSVDPipeline:
     def conditioning_from_latent(self, latent: torch.Tensor) -> torch.Tensor:
         """A generated (scaled) latent reused as the next chunk's conditioning latent (unscaled)."""
         return latent / self.vae.config.scaling_factor
+
+    # --- the per-family chunk contract `api.GenProp.propagate` drives (same names in every pipeline) ---
+    def prepare_anchor(self, edited: torch.Tensor, prompt: str = "") -> torch.Tensor:
+        """What conditions every chunk: the CLIP embedding of the user's edited frame."""
+        if prompt:
+            raise OptionError("SVD backbones have no text conditioning; --prompt is for Wan variants")
+        return self.embed_image(edited)
+
+    def first_condition(self, edited: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return self.encode_condition(edited, generator)
+
+    def next_condition(self, result: ChunkResult, decoded: torch.Tensor, offset: int) -> torch.Tensor:
+        """The latent the previous chunk generated at this chunk's start, used directly (no VAE round trip)."""
+        return self.conditioning_from_latent(result.latents[offset])
+
+    def sample_chunk(self, *, condition: torch.Tensor, anchor: torch.Tensor, **kwargs) -> ChunkResult:
+        return self.generate(condition_latent=condition, image_embeds=anchor, **kwargs)
 
     # --- sampling ----------------------------------------------------------------------------------
     def _added_time_ids(self, batch: int, cond: SVDConditioning) -> torch.Tensor:

@@ -36,6 +36,7 @@ from genprop_cli.training.losses import LossWeights
 from genprop_cli.training.objective import NoiseSchedule, denoising_loss, encode_pairs
 
 CHECKPOINTS = "checkpoints"
+TRAINABLE_FAMILIES = ("svd",)
 ADAPTER_FILE = "adapter.safetensors"
 
 
@@ -187,6 +188,18 @@ class PairStream:
         raise GenPropError(f"could not draw usable training clips from {self.dataset.__class__.__name__}")
 
 
+def check_trainable(model: str | None) -> None:
+    """Refuses, before any data is read, a variant whose backbone family has no training objective here."""
+    from genprop_cli.weights import load_registry
+
+    spec = load_registry().get(model)
+    if spec.family not in TRAINABLE_FAMILIES:
+        raise OptionError(
+            f"variant {spec.name!r} is a {spec.family!r} backbone; training is implemented for "
+            f"{', '.join(TRAINABLE_FAMILIES)} (the EDM objective); Wan's flow-matching objective is not written yet"
+        )
+
+
 def with_variant_defaults(config: TrainConfig) -> TrainConfig:
     """Fills the clip length and size the config leaves open from the variant in weights.toml."""
     if None not in (config.frames, config.width, config.height):
@@ -268,6 +281,7 @@ def train(config: TrainConfig, *, on_log: Callable[[StepLog], None] | None = Non
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    check_trainable(config.model)
     config = with_variant_defaults(config)
     output = Path(config.output)
     accelerator = Accelerator(

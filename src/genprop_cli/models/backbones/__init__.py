@@ -6,8 +6,9 @@ from torch import nn
 
 from genprop_cli.models.backbones.base import Backbone
 from genprop_cli.models.backbones.svd import SVDBackbone
+from genprop_cli.models.backbones.wan import WanBackbone
 
-BACKBONES: dict[str, type[Backbone]] = {SVDBackbone.family: SVDBackbone}
+BACKBONES: dict[str, type[Backbone]] = {b.family: b for b in (SVDBackbone, WanBackbone)}
 
 
 def backbone_for(family: str, denoiser: nn.Module) -> Backbone:

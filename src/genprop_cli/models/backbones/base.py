@@ -61,6 +61,11 @@ class Backbone(ABC):
     def num_blocks(self) -> int:
         """M: the number of blocks of the denoiser, the denominator of the SCE's cost estimate."""
 
+    @property
+    def default_sce_blocks(self) -> int:
+        """N when the user does not choose: every block the SCE may copy (ControlNet-sized for U-Nets)."""
+        return len(self.encoder_blocks())
+
     @abstractmethod
     def encoder_blocks(self) -> list[nn.Module]:
         """The blocks the SCE may copy, in execution order (the SCE copies the first N)."""

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from genprop_cli.chunking import ChunkSpan, Stitcher, plan_chunks
-from genprop_cli.config import PropagationOptions, Task
+from genprop_cli.config import PropagationOptions, RuntimeOptions, Task
 from genprop_cli.errors import DeviceError, OptionError, OutputError
 from genprop_cli.images import load_first_frame, save_png_atomic
 from genprop_cli.preview import ContactSheet
@@ -207,21 +207,32 @@ class GenProp:
         device: str = "auto",
         dtype: str = "auto",
         offline: bool | None = None,
+        runtime: RuntimeOptions = RuntimeOptions(),
     ) -> GenProp:
-        """Resolves the variant through weights.toml (Hub cache or local files, hashes checked) and loads it."""
+        """Resolves the variant through weights.toml (Hub cache or local files, hashes checked) and loads it;
+        `runtime` holds the speed/memory options (compile, offload, VAE tiling, attention backend)."""
         from genprop_cli.pipelines import pipeline_class, quiet_libraries
+        from genprop_cli.pipelines.acceleration import check_runtime
 
         torch_device = resolve_device(device)
+        check_runtime(runtime, torch_device)
         resolved = resolve_variant(model, adapter=adapter, offline=offline)
         torch_dtype = resolve_dtype(dtype, torch_device, resolved.spec.defaults.dtype)
         quiet_libraries()
-        pipeline = pipeline_class(resolved.spec.family).from_pretrained(
-            resolved.backbone_dir,
-            resolved.adapter_file,
-            device=torch_device,
-            dtype=torch_dtype,
-            file_variant=resolved.spec.backbone_file_variant,
-        )
+        try:
+            pipeline = pipeline_class(resolved.spec.family).from_pretrained(
+                resolved.backbone_dir,
+                resolved.adapter_file,
+                device=torch_device,
+                dtype=torch_dtype,
+                file_variant=resolved.spec.backbone_file_variant,
+                runtime=runtime,
+            )
+        except torch.cuda.OutOfMemoryError:
+            raise DeviceError(
+                f"out of GPU memory loading variant {resolved.spec.name!r}; try --offload encoders or --offload group "
+                "(weights stay in CPU memory), or --dtype bf16/fp16"
+            ) from None
         return cls(pipeline, resolved)
 
     @property
@@ -450,10 +461,7 @@ def render(
         if mask_writer is not None:
             mask_writer.abort()
         if isinstance(exc, torch.cuda.OutOfMemoryError):
-            raise DeviceError(
-                f"out of GPU memory at --chunk {options.chunk}; try --chunk {max(32, options.chunk // 2)}, "
-                "--dtype fp16/bf16, or a smaller variant"
-            ) from None
+            raise DeviceError(out_of_memory_advice(options)) from None
         raise
     return RenderResult(
         task=options.task.value,
@@ -481,6 +489,15 @@ def render(
         audio_streams=len(clip.info.audio),
         elapsed_s=round(time.perf_counter() - started, 3),
         warnings=[*clip.notes, *writer.warnings, *_missing_frames_warning(frames, clip.info.num_frames)],
+    )
+
+
+def out_of_memory_advice(options: PropagationOptions) -> str:
+    """The one-line message for CUDA running out of memory, with what to try next."""
+    smaller = f"--chunk {options.chunk // 2}, " if options.chunk > 32 else ""
+    return (
+        f"out of GPU memory at --chunk {options.chunk}; try {smaller}--offload encoders (or group: the backbone's "
+        "blocks stream from CPU memory), --vae-tiling (Wan), --dtype bf16/fp16, or a smaller variant"
     )
 
 

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from genprop_cli import __version__
-from genprop_cli.config import CHUNK_SIZES, PropagationOptions, Task
+from genprop_cli.config import CHUNK_SIZES, PropagationOptions, RuntimeOptions, Task
 from genprop_cli.errors import GenPropError
 
 err = Console(stderr=True)
@@ -128,6 +128,10 @@ def _run_task(
     overlap: int,
     composite: bool,
     prompt: str,
+    compile: bool,
+    offload: str,
+    vae_tiling: bool,
+    attention_backend: Optional[str],
     masks: Optional[Path],
     preview: Optional[Path],
     crf: int,
@@ -144,6 +148,9 @@ def _run_task(
             task=task, chunk=chunk, overlap=overlap, steps=steps, guidance=guidance, seed=seed,
             device=device, dtype=dtype, composite=composite, prompt=prompt,
         )  # fmt: skip
+        runtime = RuntimeOptions(
+            compile=compile, offload=offload, vae_tiling=vae_tiling, attention_backend=attention_backend
+        )
         output = output or api.default_output_path(video, task)
         check_output_path(output, input_path=video, overwrite=overwrite)
         if masks is None and task is Task.TRACK:
@@ -156,7 +163,7 @@ def _run_task(
         for note in clip.notes:
             if not quiet:
                 err.print(f"note: {note}", highlight=False)
-        model_ = api.GenProp.load(model, adapter=adapter, device=device, dtype=dtype)
+        model_ = api.GenProp.load(model, adapter=adapter, device=device, dtype=dtype, runtime=runtime)
         if model_.variant.spec.untrained and not quiet:
             err.print(
                 f"[yellow]warning:[/] variant {model_.name!r} has random, untrained weights: its output is not a result",
@@ -221,6 +228,17 @@ def _make_task_command(task: Task):
         prompt: Annotated[
             str, typer.Option(help="Text conditioning for backbones that read text (Wan); empty by default.")
         ] = "",
+        compile: Annotated[
+            bool, typer.Option("--compile", help="torch.compile the denoiser's blocks (faster steps after a warm-up).")
+        ] = False,
+        offload: Annotated[
+            str,
+            typer.Option(help="none, encoders (text/image encoders in CPU memory) or group (also stream the denoiser's blocks)."),
+        ] = "none",
+        vae_tiling: Annotated[bool, typer.Option("--vae-tiling", help="Tiled VAE encode/decode (Wan), for large frames.")] = False,
+        attention_backend: Annotated[
+            Optional[str], typer.Option(help="diffusers attention backend for Wan, e.g. flash, _native_cudnn, sage.")
+        ] = None,
         masks: Annotated[
             Optional[Path],
             typer.Option(help="Write the predicted masks as a PNG sequence into this folder (track: on by default)."),

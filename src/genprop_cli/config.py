@@ -53,3 +53,20 @@ class PropagationOptions:
             raise OptionError(f"--guidance must be >= 0, got {self.guidance}")
         if self.dtype not in DTYPES:
             raise OptionError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+
+
+OFFLOAD_MODES = ("none", "encoders", "group")
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How a variant is loaded and run (speed and memory; mostly for CUDA). See `pipelines/acceleration.py`."""
+
+    compile: bool = False  # torch.compile the denoiser's and the adapter's blocks
+    offload: str = "none"  # none | encoders (text/image encoders in CPU memory) | group (also the denoiser's blocks)
+    vae_tiling: bool = False  # tiled VAE encode/decode (Wan)
+    attention_backend: str | None = None  # diffusers attention backend, e.g. flash, _native_cudnn (Wan)
+
+    def __post_init__(self) -> None:
+        if self.offload not in OFFLOAD_MODES:
+            raise OptionError(f"--offload must be one of {', '.join(OFFLOAD_MODES)}, got {self.offload!r}")

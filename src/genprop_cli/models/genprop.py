@@ -120,6 +120,10 @@ class GenPropAdapter(nn.Module):
         self.mpd = MaskPredictionDecoder(backbone)
         self.task_embedding = TaskEmbedding(len(config.tasks), backbone.embedding_dim)
 
+    def blocks(self) -> list[nn.Module]:
+        """The adapter's copies of backbone blocks (SCE and MPD), for compilation."""
+        return [*self.sce.blocks, self.mpd.block]
+
     def run_sce(
         self,
         source: torch.Tensor,

@@ -18,10 +18,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from genprop_cli.config import Task
+from genprop_cli.config import RuntimeOptions, Task
 from genprop_cli.errors import OptionError
 from genprop_cli.models.backbones import backbone_for
 from genprop_cli.models.genprop import AdapterConfig, GenPropAdapter, GenPropDenoiser
+from genprop_cli.pipelines.acceleration import (
+    EncoderOffload,
+    compile_blocks,
+    enable_vae_tiling,
+    offload_denoiser,
+    set_attention_backend,
+)
 
 StepCallback = Callable[[int, int], None]
 
@@ -53,6 +60,8 @@ class GenPropSVDPipeline:
         *,
         sce_blocks: int | None = None,
         conditioning: SVDConditioning = SVDConditioning(),
+        device: torch.device | None = None,
+        runtime: RuntimeOptions = RuntimeOptions(),
     ) -> None:
         self.conditioning = conditioning
         self.vae = svd_pipeline.vae
@@ -60,14 +69,20 @@ class GenPropSVDPipeline:
         self.feature_extractor = svd_pipeline.feature_extractor
         self.scheduler = svd_pipeline.scheduler
         self.unet = svd_pipeline.unet
+        self._device = torch.device(device) if device is not None else self.unet.device
         self.backbone = backbone_for(self.family, self.unet)
         if adapter is None:
             blocks = sce_blocks or self.backbone.default_sce_blocks
             adapter = GenPropAdapter(self.backbone, AdapterConfig(family=self.family, sce_blocks=blocks))
-        self.denoiser = GenPropDenoiser(self.backbone, adapter.to(self.unet.device, self.unet.dtype))
+        self.denoiser = GenPropDenoiser(self.backbone, adapter.to(self._device, self.unet.dtype))
         for module in (self.vae, self.image_encoder, self.unet):
             module.requires_grad_(False).eval()
         adapter.eval()
+        if runtime.compile:
+            compile_blocks([*self.backbone.all_blocks(), *adapter.blocks()])
+        if runtime.offload == "group":
+            offload_denoiser(self.unet, self._device)
+        self.offload = EncoderOffload(runtime.offload != "none", self._device)
 
     @classmethod
     def from_pretrained(
@@ -79,6 +94,7 @@ class GenPropSVDPipeline:
         dtype: torch.dtype,
         file_variant: str | None = None,
         sce_blocks: int | None = None,
+        runtime: RuntimeOptions = RuntimeOptions(),
     ) -> GenPropSVDPipeline:
         """Loads the backbone folder (diffusers layout, safetensors only) and the adapter file; without
         one, a zero-initialised adapter copying `sce_blocks` blocks (default: all encoder blocks)."""
@@ -87,15 +103,22 @@ class GenPropSVDPipeline:
         svd = StableVideoDiffusionPipeline.from_pretrained(
             str(backbone_dir), dtype=dtype, use_safetensors=True, variant=file_variant
         )
-        svd.to(device)
+        set_attention_backend(svd.unet, cls.family, runtime.attention_backend)
+        enable_vae_tiling(svd.vae, cls.family, runtime.vae_tiling)
+        svd.vae.to(device)
+        if runtime.offload != "group":
+            svd.unet.to(device)
+        if runtime.offload == "none":
+            svd.image_encoder.to(device)
         adapter = None
         if adapter_file is not None:
             adapter = GenPropAdapter.load(adapter_file, backbone_for(cls.family, svd.unet))
-        return cls(svd, adapter, sce_blocks=sce_blocks)
+        return cls(svd, adapter, sce_blocks=sce_blocks, device=device, runtime=runtime)
 
     @property
     def device(self) -> torch.device:
-        return self.unet.device
+        """Where the computation runs (weights may live in CPU memory with offloading)."""
+        return self._device
 
     @property
     def dtype(self) -> torch.dtype:
@@ -121,7 +144,8 @@ class GenPropSVDPipeline:
         mean = torch.tensor(self.feature_extractor.image_mean, device=self.device).view(1, 3, 1, 1)
         std = torch.tensor(self.feature_extractor.image_std, device=self.device).view(1, 3, 1, 1)
         pixels = ((pixels - mean) / std).to(self.image_encoder.dtype)
-        return self.image_encoder(pixels).image_embeds[:, None].to(self.dtype)
+        with self.offload.use(self.image_encoder):
+            return self.image_encoder(pixels).image_embeds[:, None].to(self.dtype)
 
     @torch.no_grad()
     def encode_condition(

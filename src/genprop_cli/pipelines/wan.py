@@ -28,10 +28,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from genprop_cli.config import Task
+from genprop_cli.config import RuntimeOptions, Task
 from genprop_cli.errors import WeightsError
 from genprop_cli.models.backbones import backbone_for
 from genprop_cli.models.genprop import AdapterConfig, GenPropAdapter, GenPropDenoiser
+from genprop_cli.pipelines.acceleration import (
+    EncoderOffload,
+    compile_blocks,
+    enable_vae_tiling,
+    offload_denoiser,
+    set_attention_backend,
+)
 from genprop_cli.pipelines.svd import ChunkResult
 
 StepCallback = Callable[[int, int], None]
@@ -54,7 +61,7 @@ class GenPropWanPipeline:
 
     def __init__(
         self, wan_pipeline, adapter: GenPropAdapter | None = None, *, sce_blocks: int | None = None,
-        max_sequence_length: int = 512,
+        max_sequence_length: int = 512, device: torch.device | None = None, runtime: RuntimeOptions = RuntimeOptions(),
     ) -> None:  # fmt: skip
         if getattr(wan_pipeline, "transformer_2", None) is not None:
             raise WeightsError("two-expert Wan 2.2 (A14B, transformer_2) backbones are not supported; use TI2V-5B or 2.1 I2V")
@@ -67,15 +74,21 @@ class GenPropWanPipeline:
         self.scheduler = wan_pipeline.scheduler
         self.expand_timesteps = bool(wan_pipeline.config.get("expand_timesteps", False))
         self.max_sequence_length = max_sequence_length
+        self._device = torch.device(device) if device is not None else self.transformer.device
         self.backbone = backbone_for(self.family, self.transformer)
         if adapter is None:
             blocks = sce_blocks or self.backbone.default_sce_blocks
             adapter = GenPropAdapter(self.backbone, AdapterConfig(family=self.family, sce_blocks=blocks))
-        self.denoiser = GenPropDenoiser(self.backbone, adapter.to(self.device, self.dtype))
+        self.denoiser = GenPropDenoiser(self.backbone, adapter.to(self._device, self.dtype))
         for module in (self.vae, self.transformer, self.text_encoder, self.image_encoder):
             if module is not None:
                 module.requires_grad_(False).eval()
         adapter.eval()
+        if runtime.compile:
+            compile_blocks([*self.backbone.all_blocks(), *adapter.blocks()])
+        if runtime.offload == "group":
+            offload_denoiser(self.transformer, self._device)
+        self.offload = EncoderOffload(runtime.offload != "none", self._device)
 
     @classmethod
     def from_pretrained(
@@ -87,6 +100,7 @@ class GenPropWanPipeline:
         dtype: torch.dtype,
         file_variant: str | None = None,
         sce_blocks: int | None = None,
+        runtime: RuntimeOptions = RuntimeOptions(),
     ) -> GenPropWanPipeline:
         """Loads a `WanImageToVideoPipeline` folder (safetensors only) and the adapter file; the VAE stays in
         float32 (as Wan's own examples run it), the denoiser and encoders in `dtype`."""
@@ -95,16 +109,24 @@ class GenPropWanPipeline:
         wan = WanImageToVideoPipeline.from_pretrained(
             str(backbone_dir), dtype=dtype, use_safetensors=True, variant=file_variant
         )
-        wan.to(device)
-        wan.vae.to(torch.float32)
+        set_attention_backend(wan.transformer, cls.family, runtime.attention_backend)
+        wan.vae.to(device, torch.float32)
+        enable_vae_tiling(wan.vae, cls.family, runtime.vae_tiling)
+        if runtime.offload != "group":
+            wan.transformer.to(device)
+        if runtime.offload == "none":
+            for encoder in (wan.text_encoder, getattr(wan, "image_encoder", None)):
+                if encoder is not None:
+                    encoder.to(device)
         adapter = None
         if adapter_file is not None:
             adapter = GenPropAdapter.load(adapter_file, backbone_for(cls.family, wan.transformer))
-        return cls(wan, adapter, sce_blocks=sce_blocks)
+        return cls(wan, adapter, sce_blocks=sce_blocks, device=device, runtime=runtime)
 
     @property
     def device(self) -> torch.device:
-        return self.transformer.device
+        """Where the computation runs (weights may live in CPU memory with offloading)."""
+        return self._device
 
     @property
     def dtype(self) -> torch.dtype:
@@ -136,10 +158,11 @@ class GenPropWanPipeline:
             [prompt], padding="max_length", max_length=self.max_sequence_length, truncation=True,
             add_special_tokens=True, return_attention_mask=True, return_tensors="pt",
         )  # fmt: skip
-        device = self.text_encoder.device
-        ids, mask = tokens.input_ids.to(device), tokens.attention_mask.to(device)
-        hidden = self.text_encoder(ids, attention_mask=mask).last_hidden_state
-        return (hidden * mask[..., None].to(hidden.dtype)).to(self.device, self.dtype)
+        with self.offload.use(self.text_encoder):
+            device = self.text_encoder.device
+            ids, mask = tokens.input_ids.to(device), tokens.attention_mask.to(device)
+            hidden = self.text_encoder(ids, attention_mask=mask).last_hidden_state
+            return (hidden * mask[..., None].to(hidden.dtype)).to(self.device, self.dtype)
 
     @torch.no_grad()
     def embed_image(self, image: torch.Tensor) -> torch.Tensor | None:
@@ -149,12 +172,13 @@ class GenPropWanPipeline:
             return None
         size = self.image_encoder.config.image_size
         pixels = F.interpolate(image[None].float(), size=(size, size), mode="bicubic", antialias=True)
-        pixels = ((pixels.clamp(-1, 1) + 1) / 2).to(self.image_encoder.device)
-        mean = torch.tensor(self.image_processor.image_mean, device=pixels.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.image_processor.image_std, device=pixels.device).view(1, 3, 1, 1)
-        pixels = ((pixels - mean) / std).to(self.image_encoder.dtype)
-        hidden = self.image_encoder(pixel_values=pixels, output_hidden_states=True).hidden_states[-2]
-        return hidden.to(self.device, self.dtype)
+        with self.offload.use(self.image_encoder):
+            pixels = ((pixels.clamp(-1, 1) + 1) / 2).to(self.image_encoder.device)
+            mean = torch.tensor(self.image_processor.image_mean, device=pixels.device).view(1, 3, 1, 1)
+            std = torch.tensor(self.image_processor.image_std, device=pixels.device).view(1, 3, 1, 1)
+            pixels = ((pixels - mean) / std).to(self.image_encoder.dtype)
+            hidden = self.image_encoder(pixel_values=pixels, output_hidden_states=True).hidden_states[-2]
+            return hidden.to(self.device, self.dtype)
 
     def prepare_anchor(self, edited: torch.Tensor, prompt: str = "", *, prompt_embeds: torch.Tensor | None = None) -> WanAnchor:
         """Everything that conditions every chunk. `prompt_embeds` skips the text encoder (tests, caches)."""

@@ -71,6 +71,10 @@ class Backbone(ABC):
         """The blocks the SCE may copy, in execution order (the SCE copies the first N)."""
 
     @abstractmethod
+    def all_blocks(self) -> list[nn.Module]:
+        """Every top-level block of the denoiser, in execution order (what regional compilation compiles)."""
+
+    @abstractmethod
     def decoder_block(self) -> nn.Module:
         """The last block; the MPD copies it."""
 

@@ -44,6 +44,9 @@ class SVDBackbone(Backbone):
     def encoder_blocks(self) -> list[nn.Module]:
         return [*self.unet.down_blocks, self.unet.mid_block]
 
+    def all_blocks(self) -> list[nn.Module]:
+        return [*self.unet.down_blocks, self.unet.mid_block, *self.unet.up_blocks]
+
     def decoder_block(self) -> nn.Module:
         return self.unet.up_blocks[-1]
 

@@ -53,6 +53,9 @@ class WanBackbone(Backbone):
     def encoder_blocks(self) -> list[nn.Module]:
         return list(self.transformer.blocks)
 
+    def all_blocks(self) -> list[nn.Module]:
+        return list(self.transformer.blocks)
+
     def decoder_block(self) -> nn.Module:
         return self.transformer.blocks[-1]
 

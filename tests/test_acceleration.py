@@ -1,0 +1,106 @@
+"""Speed/memory options (pipelines/acceleration.py): each leaves the numbers unchanged on the CPU path, and
+each misuse is one clear error. The CUDA effect itself (speed, memory) is measured by the benchmarks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from genprop_cli.api import out_of_memory_advice
+from genprop_cli.config import PropagationOptions, RuntimeOptions, Task
+from genprop_cli.errors import OptionError
+from genprop_cli.pipelines.acceleration import (
+    EncoderOffload,
+    check_runtime,
+    compile_blocks,
+    enable_vae_tiling,
+    offload_denoiser,
+    set_attention_backend,
+)
+from genprop_cli.pipelines.wan import GenPropWanPipeline
+from genprop_cli.random_tiny import build_random_tiny_pipeline, build_random_tiny_wan_pipeline
+
+CPU = torch.device("cpu")
+
+
+def wan_pipe(**kwargs) -> GenPropWanPipeline:
+    return GenPropWanPipeline(build_random_tiny_wan_pipeline(seed=0), **kwargs)
+
+
+def chunk(pipe: GenPropWanPipeline):
+    g = torch.Generator().manual_seed(0)
+    clip = torch.rand(9, 3, 32, 32, generator=g) * 2 - 1
+    with torch.no_grad():
+        for inj in pipe.denoiser.adapter.sce.injections:  # a live adapter, so the hooks' effect is in the numbers
+            torch.nn.init.normal_(inj.weight, 0, 0.05, generator=torch.Generator().manual_seed(1))
+    return pipe.sample_chunk(
+        source_latents=pipe.encode_frames(clip), condition=clip[0], anchor=pipe.prepare_anchor(clip[0], "a ball"),
+        task=Task.REMOVE, steps=2, guidance=3.0, generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+
+
+def test_group_offloaded_denoiser_gives_the_same_chunk():
+    reference = chunk(wan_pipe())
+    pipe = wan_pipe()
+    offload_denoiser(pipe.transformer, CPU)  # onload to the CPU itself: the hooks run, the numbers must not move
+    result = chunk(pipe)
+    assert torch.equal(result.latents, reference.latents) and torch.equal(result.mask, reference.mask)
+
+
+def test_offloaded_encoders_run_on_the_device_and_return_to_cpu_memory():
+    reference = chunk(wan_pipe())
+    pipe = wan_pipe(runtime=RuntimeOptions(offload="encoders"))
+    assert isinstance(pipe.offload, EncoderOffload) and pipe.offload.enabled
+    moves = []
+    original_to = pipe.text_encoder.to
+    pipe.text_encoder.to = lambda *a, **k: moves.append(a) or original_to(*a, **k)
+    result = chunk(pipe)
+    # onto the execution device for each prompt (the text and the empty negative one), back to CPU memory after
+    assert moves == [(CPU,), ("cpu",)] * 2
+    assert torch.equal(result.latents, reference.latents)
+
+
+def test_native_attention_backend_keeps_the_numbers_and_reaches_the_adapter_copies():
+    reference = chunk(wan_pipe())
+    wan = build_random_tiny_wan_pipeline(seed=0)
+    set_attention_backend(wan.transformer, "wan", "native")
+    pipe = GenPropWanPipeline(wan)
+    backends = {getattr(m.processor, "_attention_backend", None) for m in pipe.denoiser.adapter.modules() if hasattr(m, "processor")}
+    assert backends == {"native"} or {str(b) for b in backends} == {"AttentionBackendName.NATIVE"}
+    assert torch.equal(chunk(pipe).latents, reference.latents)
+
+
+def test_misused_options_are_one_clear_error():
+    unet = build_random_tiny_pipeline(seed=0)
+    with pytest.raises(OptionError, match="applies to Wan variants"):
+        set_attention_backend(unet.unet, "svd", "flash")
+    with pytest.raises(OptionError, match="--attention-backend nonsense"):
+        set_attention_backend(build_random_tiny_wan_pipeline(seed=0).transformer, "wan", "nonsense")
+    with pytest.raises(OptionError, match="applies to Wan variants"):
+        enable_vae_tiling(unet.vae, "svd", True)
+    with pytest.raises(OptionError, match="--offload must be one of"):
+        RuntimeOptions(offload="disk")
+    with pytest.raises(OptionError, match="no use on --device cpu"):
+        check_runtime(RuntimeOptions(offload="group"), CPU)
+
+
+def test_wan_vae_tiling_is_switched_on():
+    vae = build_random_tiny_wan_pipeline(seed=0).vae
+    enable_vae_tiling(vae, "wan", True)
+    assert vae.use_tiling
+
+
+def test_out_of_memory_advice_names_the_next_things_to_try():
+    advice = out_of_memory_advice(PropagationOptions(task=Task.EDIT, chunk=64))
+    assert "--chunk 32" in advice and "--offload" in advice and "--vae-tiling" in advice
+    assert "--chunk 16" not in out_of_memory_advice(PropagationOptions(task=Task.EDIT, chunk=32))
+
+
+@pytest.mark.slow
+def test_compiled_blocks_with_genprop_hooks_give_the_same_chunk():
+    """Regional torch.compile of the backbone's and the adapter's blocks, hooks inside (about a minute on CPU)."""
+    reference = chunk(wan_pipe())
+    pipe = wan_pipe()
+    compile_blocks([*pipe.backbone.all_blocks(), *pipe.denoiser.adapter.blocks()])
+    result = chunk(pipe)
+    torch.testing.assert_close(result.latents, reference.latents, atol=1e-4, rtol=1e-4)

@@ -1,9 +1,9 @@
 """Peak resident memory of a whole `render` (decode -> GenProp -> encode + audio) vs clip length.
 
-    python benchmarks/bench_memory.py [--lengths 64 512] [--chunk 32]
+    python benchmarks/bench_memory.py [--lengths 64 512 2048] [--chunk 32] [--model toy]
 
 Each length runs in a fresh Python process (so peaks do not mix) on the example scene with a tone track,
-with the default variant on the CPU. Decoding and encoding stream and the stitcher holds only the
+with the chosen variant (default: the default variant, `toy`) on the CPU. Decoding and encoding stream and the stitcher holds only the
 overlap, so the peak should not grow with the clip's length.
 """
 
@@ -23,8 +23,8 @@ import json, resource, sys, time
 from pathlib import Path
 from genprop_cli.api import Clip, GenProp, render
 from genprop_cli.config import PropagationOptions, Task
-clip_path, frame_path, out_path, chunk = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-model = GenProp.load(device="cpu")
+clip_path, frame_path, out_path, chunk, variant = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+model = GenProp.load(variant or None, device="cpu")
 loaded_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 t0 = time.perf_counter()
 result = render(model, Clip.open(clip_path, frame_path), Path(out_path), PropagationOptions(task=Task.REMOVE, chunk=chunk))
@@ -35,8 +35,9 @@ print(json.dumps({"frames": result.frames, "seconds": time.perf_counter() - t0, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lengths", type=int, nargs="+", default=[64, 512])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[64, 512, 2048])
     parser.add_argument("--chunk", type=int, default=32)
+    parser.add_argument("--model", default="", help="variant (default: the registry's default)")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "examples"))
     from make_example import write_clip  # the example scene, any length
@@ -48,12 +49,12 @@ def main() -> None:
             write_clip(clip, frames=n)
             out = Path(tmp) / f"out{n}.mp4"
             proc = subprocess.run(
-                [sys.executable, "-c", CHILD, str(clip), str(ROOT / "examples/clip-remove.png"), str(out), str(args.chunk)],
+                [sys.executable, "-c", CHILD, str(clip), str(ROOT / "examples/clip-remove.png"), str(out), str(args.chunk), args.model],
                 capture_output=True, text=True, check=True,
             )  # fmt: skip
             rows.append({"length": n, **json.loads(proc.stdout.strip().splitlines()[-1])})
     base = rows[0]
-    print(f"render on CPU, random-tiny variant, 256x144 with AAC audio, chunk {args.chunk}")
+    print(f"render on CPU, variant {args.model or 'default'}, 256x144 with AAC audio, chunk {args.chunk}")
     print(f"{'frames':>7} {'seconds':>8} {'after load MiB':>15} {'peak MiB':>9} {'peak / first':>13}")
     for r in rows:
         print(f"{r['frames']:>7} {r['seconds']:8.1f} {r['loaded_mib']:15.0f} {r['peak_mib']:9.0f} {r['peak_mib'] / base['peak_mib']:13.3f}")

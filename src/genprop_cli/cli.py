@@ -262,6 +262,201 @@ for _task in Task:
     app.command(_task.value, help=TASK_HELP[_task])(_make_task_command(_task))
 
 
+# --- batch: many clips, one loaded model, optionally many processes/GPUs (see batch.py) ------------
+
+# The task commands' options that also apply to every job of a batch (declared once, above).
+_BATCH_SHARED = (
+    "overwrite", "model", "adapter", "device", "dtype", "seed", "steps", "guidance", "chunk", "overlap", "composite",
+    "prompt", "compile", "offload", "vae_tiling", "attention_backend", "crf", "preset", "quiet", "verbose",
+)  # fmt: skip
+
+
+def _batch_own_options(
+    jobs: Annotated[
+        str,
+        typer.Argument(
+            help="A jobs file (.txt/.jobs/.tsv: VIDEO FIRST_FRAME TASK [OUTPUT] [KEY=VALUE...] per line), a folder "
+            "of videos, a video or a quoted glob; videos pair with NAME.edited.png, NAME.png or NAME.<task>.png.",
+            show_default=False,
+        ),
+    ],
+    task: Annotated[
+        Optional[Task], typer.Option("--task", "-t", help="Task of jobs that name none (folders, globs, '-' lines).")
+    ] = None,
+    output_dir: Annotated[
+        Optional[Path],
+        typer.Option("--output-dir", "-O", help="Write outputs here (created) instead of beside each input."),
+    ] = None,
+    summary: Annotated[
+        Optional[Path],
+        typer.Option(help="Summary JSON; default: genprop-batch.json in --output-dir / the folder, or <jobs>.genprop-batch.json."),
+    ] = None,
+    skip_existing: Annotated[
+        bool, typer.Option("--skip-existing", help="Skip jobs whose output exists (resume an interrupted batch).")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the batch summary as JSON on stdout.")] = False,
+) -> None:
+    """The batch command's own options; the others come from the task commands (`_batch_signature`)."""
+
+
+def _batch_signature():
+    import inspect
+
+    own = inspect.signature(_batch_own_options, eval_str=True).parameters
+    shared = inspect.signature(_make_task_command(Task.EDIT), eval_str=True).parameters
+    return inspect.Signature([*own.values(), *(shared[name] for name in _BATCH_SHARED)])
+
+
+class _BatchDisplay:
+    """One line per finished job on stderr; on a terminal also a bar over jobs and one over the current job."""
+
+    def __init__(self, shard: int, prefix: str, bars: bool, quiet: bool) -> None:
+        self.shard, self.prefix, self.quiet, self.done = shard, prefix, quiet, 0
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("eta"), TimeRemainingColumn(), console=err, transient=True, disable=not bars,
+        )  # fmt: skip
+        self.jobs_bar = self.progress.add_task(f"{prefix}jobs", total=shard)
+        self.steps_bar = None
+
+    def __enter__(self) -> _BatchDisplay:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+    def start(self, index: int, job) -> None:
+        self.progress.update(self.jobs_bar, description=f"{self.prefix}job {self.done + 1}/{self.shard} {job.video.name}")
+        if self.steps_bar is not None:
+            self.progress.remove_task(self.steps_bar)
+            self.steps_bar = None
+
+    def step(self, event) -> None:
+        total, done = event.chunks * event.steps, (event.chunk - 1) * event.steps + event.step
+        if self.steps_bar is None:
+            self.steps_bar = self.progress.add_task("  steps", total=total)
+        self.progress.update(self.steps_bar, total=total, completed=done, description=f"  chunk {event.chunk}/{event.chunks}")
+
+    def finished(self, result) -> None:
+        self.done += 1
+        self.progress.update(self.jobs_bar, completed=self.done)
+        where = f"[{self.prefix}{self.done}/{self.shard}]"
+        if result.status == "failed":
+            err.print(f"{where} FAILED {result.video}: {result.error}", highlight=False, markup=False, soft_wrap=True)
+        elif not self.quiet:
+            detail = f"{result.frames} frames, {result.seconds:.1f} s" if result.status == "ok" else "output exists"
+            err.print(f"{where} {result.status} {result.video} -> {result.output} ({detail})", highlight=False, markup=False, soft_wrap=True)
+
+
+def _run_batch(
+    jobs: str,
+    task: Optional[Task],
+    output_dir: Optional[Path],
+    summary: Optional[Path],
+    skip_existing: bool,
+    json_out: bool,
+    overwrite: bool,
+    model: Optional[str],
+    adapter: Optional[str],
+    device: str,
+    dtype: str,
+    seed: int,
+    steps: Optional[int],
+    guidance: Optional[float],
+    chunk: int,
+    overlap: int,
+    composite: bool,
+    prompt: str,
+    compile: bool,
+    offload: str,
+    vae_tiling: bool,
+    attention_backend: Optional[str],
+    crf: int,
+    preset: str,
+    quiet: bool,
+    verbose: bool,
+) -> None:
+    from genprop_cli import api, batch
+    from genprop_cli.video_io import EncoderOptions
+
+    try:
+        world = batch.World.from_env()
+        device = world.device(device)
+        options = PropagationOptions(
+            chunk=chunk, overlap=overlap, steps=steps, guidance=guidance, seed=seed, device=device, dtype=dtype,
+            composite=composite, prompt=prompt,
+        )  # fmt: skip
+        runtime = RuntimeOptions(compile=compile, offload=offload, vae_tiling=vae_tiling, attention_backend=attention_backend)
+        if overwrite and skip_existing:
+            raise batch.OptionError("--overwrite and --skip-existing contradict each other")
+        job_list = batch.parse_jobs(jobs, task=task, output_dir=output_dir)
+        summary_path = summary or batch.default_summary_path(jobs, output_dir)
+        if output_dir is not None:
+            try:
+                output_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise batch.OutputError(f"cannot create --output-dir {output_dir}: {exc.strerror or exc}") from None
+        batch.check_summary_path(summary_path)
+        batch_id = batch.agree_batch_id(world)
+        prefix = f"rank {world.rank}: " if world.world_size > 1 else ""
+        shard = world.shard(len(job_list))
+        if not quiet:
+            spread = f", {len(shard)} in this process (rank {world.rank} of {world.world_size})" if world.world_size > 1 else ""
+            err.print(f"batch: {len(job_list)} job(s){spread}", highlight=False)
+        model_ = None
+        if shard:  # loaded once for all of this process's jobs
+            model_ = api.GenProp.load(model, adapter=adapter, device=device, dtype=dtype, runtime=runtime)
+            if model_.variant.spec.untrained and not quiet:
+                err.print(f"[yellow]warning:[/] variant {model_.name!r} has random, untrained weights: its output is not a result", highlight=False)
+        with _BatchDisplay(len(shard), prefix, bars=not quiet and err.is_terminal, quiet=quiet) as display:
+            part = batch.run_batch(
+                model_, job_list, options, output_dir=output_dir, overwrite=overwrite, skip_existing=skip_existing,
+                encoder=EncoderOptions(crf=crf, preset=preset), world=world, on_start=display.start,
+                on_job=display.finished, on_progress=display.step,
+            )  # fmt: skip
+        if verbose:
+            for result in part.failures:
+                if not isinstance(result.exception, GenPropError) and result.exception is not None:
+                    traceback.print_exception(result.exception, file=sys.stderr)
+        merged = batch.collect_summary(part, summary_path, batch_id=batch_id, world=world)
+    except KeyboardInterrupt:
+        err.print("genprop: interrupted; finished jobs' outputs are kept, the running job's is not written", highlight=False)
+        raise typer.Exit(130) from None
+    except (GenPropError, Exception) as exc:  # noqa: BLE001 - the CLI boundary
+        exit_ = fail(exc, verbose)
+        if json_out:
+            typer.echo(json.dumps({"status": "error", "exit_code": exit_.exit_code, "error": str(exc) or type(exc).__name__}))
+        raise exit_ from None
+    shown = merged or part
+    if merged is not None:
+        if json_out:
+            typer.echo(merged.to_json())
+        skipped = f", {merged.skipped} skipped" if merged.skipped else ""
+        line = f"batch: {merged.ok} ok, {merged.failed} failed{skipped} of {merged.jobs} job(s) ({merged.elapsed_s:.1f} s); summary in {summary_path}"
+    else:
+        line = f"{prefix}{part.ok} ok, {part.failed} failed of this process's {len(part.results)} job(s); the last process to finish writes {summary_path}"
+    if shown.failed or not quiet:
+        err.print(line, highlight=False, markup=False, soft_wrap=True)
+        for result in shown.failures:
+            err.print(f"  failed: {result.video} ({result.origin}): {result.error}", highlight=False, markup=False, soft_wrap=True)
+    if shown.failed:
+        raise typer.Exit(1)
+
+
+def batch_command(**params) -> None:
+    _run_batch(**params)
+
+
+batch_command.__signature__ = _batch_signature()  # type: ignore[attr-defined]
+app.command(
+    "batch",
+    help="Run many jobs (clip + edited first frame + task) with the model loaded once; exits 1 if any job failed. "
+    "Several processes/GPUs: `accelerate launch -m genprop_cli batch ...` or `torchrun ... -m genprop_cli batch ...` "
+    "(job i runs on rank i % WORLD_SIZE).",
+)(batch_command)
+
+
 @models_app.command("list")
 def models_list(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,

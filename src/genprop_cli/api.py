@@ -32,6 +32,7 @@ from genprop_cli.config import PropagationOptions, RuntimeOptions, Task
 from genprop_cli.errors import DeviceError, OptionError, OutputError
 from genprop_cli.images import load_first_frame, save_png_atomic
 from genprop_cli.preview import ContactSheet
+from genprop_cli.resume import ChunkStore, array_sha256, default_work_dir, file_sha256
 from genprop_cli.video_io import (
     EncoderOptions,
     VideoFrame,
@@ -40,6 +41,7 @@ from genprop_cli.video_io import (
     check_output_path,
     iter_frames,
     probe_video,
+    remove_stale_partials,
 )
 from genprop_cli.weights import Limits, ResolvedVariant, resolve_variant
 
@@ -260,14 +262,18 @@ class GenProp:
         options: PropagationOptions,
         *,
         on_progress: ProgressCallback | None = None,
+        store: ChunkStore | None = None,
     ) -> Iterator[OutputFrame]:
-        """Yields the output frames in order, chunk by chunk, as they are finished."""
+        """Yields the output frames in order, chunk by chunk, as they are finished. With a `store`, chunks
+        it holds are replayed instead of sampled, and newly sampled chunks are added to it."""
         self.check_clip(clip)
         pipe = self.pipeline
         steps, guidance = self.effective_options(options)
         display = (clip.info.width, clip.info.height)
         work = working_size(*display, self.variant.spec.limits, pipe.size_multiple)
         chunks = len(plan_chunks(max(clip.info.num_frames, 1), options.chunk, options.overlap))
+
+        from genprop_cli.pipelines.svd import ChunkResult
 
         edited = _to_model_frames([clip.first_frame], work)[0]
         anchor = pipe.prepare_anchor(edited, options.prompt)  # the user's edit (and prompt) anchor every chunk
@@ -278,27 +284,34 @@ class GenProp:
         for span, frames, last in _windows(clip.frames(), options.chunk, options.overlap):
             chunks = max(chunks, span.index + 1)
             generator.manual_seed(options.seed + span.start)  # per chunk, reproducible (LTX's scheme)
-            if previous is None:
-                condition = pipe.first_condition(edited, generator)
-            else:  # the frame the previous chunk generated at this chunk's start
-                start, result, decoded = previous
-                condition = pipe.next_condition(result, decoded, span.start - start)
-            source = pipe.encode_frames(_to_model_frames([f.rgb for f in frames], work))
 
             def step_done(step: int, total: int, _k: int = span.index, _n: int = chunks) -> None:
                 if on_progress is not None:
                     on_progress(ProgressEvent(chunk=_k + 1, chunks=_n, step=step, steps=total))
 
-            result = pipe.sample_chunk(
-                source_latents=source,
-                condition=condition,
-                anchor=anchor,
-                task=options.task,
-                steps=steps,
-                guidance=guidance,
-                generator=generator,
-                on_step=step_done,
-            )
+            record = store.load(span.index) if store is not None else None
+            if record is not None:  # finished by an earlier, interrupted run with the same key
+                result = ChunkResult(latents=record.latents.to(pipe.device, pipe.dtype), mask=record.mask.to(pipe.device))
+                step_done(steps, steps)
+            else:
+                if previous is None:
+                    condition = pipe.first_condition(edited, generator)
+                else:  # the frame the previous chunk generated at this chunk's start
+                    start, prev_result, prev_decoded = previous
+                    condition = pipe.next_condition(prev_result, prev_decoded, span.start - start)
+                source = pipe.encode_frames(_to_model_frames([f.rgb for f in frames], work))
+                result = pipe.sample_chunk(
+                    source_latents=source,
+                    condition=condition,
+                    anchor=anchor,
+                    task=options.task,
+                    steps=steps,
+                    guidance=guidance,
+                    generator=generator,
+                    on_step=step_done,
+                )
+                if store is not None:
+                    store.save(span.index, result.latents, result.mask)
             # A backbone with temporal compression runs a padded chunk; only the chunk's own frames are kept.
             decoded = pipe.decode_latents(result.latents)[: len(frames)]
             previous = (span.start, result, decoded)
@@ -359,6 +372,7 @@ class RenderResult:
     duration_s: float
     audio_streams: int
     elapsed_s: float
+    resumed_chunks: int = 0  # chunks replayed from the work folder of an interrupted run
     warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
@@ -424,12 +438,16 @@ def render(
     preview: Path | str | None = None,
     encoder: EncoderOptions = EncoderOptions(),
     on_progress: ProgressCallback | None = None,
+    work_dir: Path | str | None = None,
+    keep_work: bool = False,
 ) -> RenderResult:
     """Propagates and writes the output video (original audio kept) and, if asked, the mask PNG sequence
     and a preview contact sheet (sampled frames: input | output | mask).
 
-    Nothing is left behind on failure or Ctrl-C: both outputs are written to temporary paths and renamed
-    into place only when complete. The input is never opened for writing.
+    No half-written output is left behind on failure or Ctrl-C: outputs are written to temporary paths and
+    renamed into place only when complete. The input is never opened for writing. Finished chunks are kept
+    in a work folder (`work_dir`, default beside the output) until the render succeeds, so running it again
+    after a crash or `kill -9` continues from the last finished chunk with the same result (`resume.py`).
     """
     started = time.perf_counter()
     output = Path(output)
@@ -439,16 +457,19 @@ def render(
     steps, guidance = model.effective_options(options)
     display = (clip.info.width, clip.info.height)
     work = working_size(*display, model.variant.spec.limits, model.pipeline.size_multiple)
-    mask_writer = _MaskSequence(masks, overwrite) if masks is not None else None
-    sheet = ContactSheet(clip.info.num_frames, display) if preview is not None else None
     if preview is not None:
         check_preview_path(Path(preview), overwrite=overwrite)
+    store = ChunkStore.open(Path(work_dir) if work_dir else default_work_dir(output), run_key(model, clip, options))
+    resumed = store.done()
+    remove_stale_partials(output)
+    mask_writer = _MaskSequence(masks, overwrite) if masks is not None else None
+    sheet = ContactSheet(clip.info.num_frames, display) if preview is not None else None
     frames = 0
     try:
         with VideoWriter(
             output, source=clip.info, width=display[0], height=display[1], encoder=encoder, overwrite=overwrite
         ) as writer:
-            for frame in model.propagate(clip, options, on_progress=on_progress):
+            for frame in model.propagate(clip, options, on_progress=on_progress, store=store):
                 writer.write(frame.rgb, frame.pts, frame.time_base)
                 if mask_writer is not None:
                     mask_writer.write(frame.index, frame.mask)
@@ -457,9 +478,13 @@ def render(
                 frames += 1
         masks_path = mask_writer.commit() if mask_writer is not None else None
         preview_path = sheet.save(Path(preview)) if sheet is not None and sheet.rows else None
+        if not keep_work:
+            store.remove()
     except BaseException as exc:
         if mask_writer is not None:
             mask_writer.abort()
+        if store.done() == 0:  # nothing to resume from: leave nothing behind
+            store.remove()
         if isinstance(exc, torch.cuda.OutOfMemoryError):
             raise DeviceError(out_of_memory_advice(options)) from None
         raise
@@ -488,8 +513,28 @@ def render(
         duration_s=clip.info.duration_s,
         audio_streams=len(clip.info.audio),
         elapsed_s=round(time.perf_counter() - started, 3),
+        resumed_chunks=resumed,
         warnings=[*clip.notes, *writer.warnings, *_missing_frames_warning(frames, clip.info.num_frames)],
     )
+
+
+def run_key(model: GenProp, clip: Clip, options: PropagationOptions) -> dict[str, object]:
+    """Everything a render's chunks depend on: a work folder made under another key is never reused."""
+    steps, guidance = model.effective_options(options)
+    pipe = model.pipeline
+    video = array_sha256(clip.in_memory) if clip.in_memory is not None else file_sha256(clip.video)
+    chosen = {k: v for k, v in asdict(options).items() if k not in ("device", "dtype")}
+    return {
+        "input": video,
+        "first_frame": array_sha256(clip.first_frame),
+        "variant": model.name,
+        "adapter_sha256": model.variant.adapter_sha256,
+        "backbone": dict(sorted(model.variant.spec.backbone_files.items())),
+        "options": {**chosen, "task": options.task.value, "steps": steps, "guidance": guidance},
+        "device": pipe.device.type,
+        "dtype": str(pipe.dtype).removeprefix("torch."),
+        "working_size": list(working_size(clip.info.width, clip.info.height, model.variant.spec.limits, pipe.size_multiple)),
+    }
 
 
 def out_of_memory_advice(options: PropagationOptions) -> str:

@@ -65,7 +65,7 @@ def fail(exc: BaseException, verbose: bool) -> typer.Exit:
         err.print(f"[bold red]genprop: error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
         return typer.Exit(exc.exit_code)
     if isinstance(exc, KeyboardInterrupt):
-        err.print("genprop: interrupted; no output was written", highlight=False)
+        err.print("genprop: interrupted; no output was written (finished chunks are kept: run the same command again to continue)", highlight=False)
         return typer.Exit(130)
     if verbose:
         traceback.print_exception(exc, file=sys.stderr)
@@ -132,6 +132,8 @@ def _run_task(
     offload: str,
     vae_tiling: bool,
     attention_backend: Optional[str],
+    work_dir: Optional[Path],
+    keep_work: bool,
     masks: Optional[Path],
     preview: Optional[Path],
     crf: int,
@@ -172,7 +174,8 @@ def _run_task(
         with _ProgressDisplay(enabled=not quiet and err.is_terminal) as progress:
             result = api.render(
                 model_, clip, output, options, overwrite=overwrite, masks=masks, preview=preview,
-                encoder=EncoderOptions(crf=crf, preset=preset), on_progress=progress,
+                encoder=EncoderOptions(crf=crf, preset=preset), on_progress=progress, work_dir=work_dir,
+                keep_work=keep_work,
             )  # fmt: skip
     except (GenPropError, KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - the CLI boundary
         exit_ = fail(exc, verbose)
@@ -186,6 +189,7 @@ def _run_task(
             err.print(f"note: {warning}", highlight=False)
         masks_note = f", masks in {result.masks}" if result.masks else ""
         masks_note += f", preview {result.preview}" if result.preview else ""
+        masks_note += f", {result.resumed_chunks} chunk(s) resumed from an interrupted run" if result.resumed_chunks else ""
         err.print(
             f"wrote {result.output} ({result.frames} frames, {result.chunks} chunk(s), {result.elapsed_s:.1f} s"
             f"{masks_note})",
@@ -239,6 +243,12 @@ def _make_task_command(task: Task):
         attention_backend: Annotated[
             Optional[str], typer.Option(help="diffusers attention backend for Wan, e.g. flash, _native_cudnn, sage.")
         ] = None,
+        work_dir: Annotated[
+            Optional[Path],
+            typer.Option(help="Where finished chunks are kept until success (default: hidden folder beside the output); "
+                              "rerunning an interrupted command continues from there."),
+        ] = None,
+        keep_work: Annotated[bool, typer.Option("--keep-work", help="Keep the work folder after success.")] = False,
         masks: Annotated[
             Optional[Path],
             typer.Option(help="Write the predicted masks as a PNG sequence into this folder (track: on by default)."),

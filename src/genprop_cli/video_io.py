@@ -356,6 +356,28 @@ def check_output_path(output: Path, *, input_path: Path, overwrite: bool) -> Non
         raise OutputError(f"output {output} exists; pass --overwrite to replace it")
 
 
+def remove_stale_partials(output: Path) -> list[Path]:
+    """Deletes temp files of ``output`` left by writers whose process is gone (``kill -9``, power loss)."""
+    output = Path(output)
+    removed = []
+    for temp in output.parent.glob(f".{output.name}.partial-*"):
+        pid = temp.name.removeprefix(f".{output.name}.partial-").split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            temp.unlink(missing_ok=True)
+            removed.append(temp)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
 def temp_path_for(output: Path) -> Path:
     """A hidden, unique temp file beside ``output`` (same folder, so os.replace is atomic)."""
     output = Path(output)

@@ -35,6 +35,7 @@ from genprop_cli.preview import ContactSheet
 from genprop_cli.resume import ChunkStore, array_sha256, default_work_dir, file_sha256
 from genprop_cli.video_io import (
     EncoderOptions,
+    InputLimits,
     VideoFrame,
     VideoInfo,
     VideoWriter,
@@ -104,10 +105,13 @@ class Clip:
             yield VideoFrame(index=index, pts=index, time_base=self.info.time_base, rgb=rgb)
 
     @classmethod
-    def open(cls, video: Path | str, first_frame: Path | str | np.ndarray) -> Clip:
-        """Probes the video (no full decode) and loads and checks the edited first frame."""
+    def open(
+        cls, video: Path | str, first_frame: Path | str | np.ndarray, *, limits: InputLimits = InputLimits()
+    ) -> Clip:
+        """Probes the video (no full decode; size and frame-count `limits` checked first) and loads and checks
+        the edited first frame."""
         video = Path(video)
-        info = probe_video(video)
+        info = probe_video(video, limits)
         if isinstance(first_frame, np.ndarray):
             if first_frame.shape != (info.height, info.width, 3) or first_frame.dtype != np.uint8:
                 raise OptionError(

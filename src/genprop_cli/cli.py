@@ -134,6 +134,8 @@ def _run_task(
     attention_backend: Optional[str],
     work_dir: Optional[Path],
     keep_work: bool,
+    max_pixels: int,
+    max_frames: int,
     masks: Optional[Path],
     preview: Optional[Path],
     crf: int,
@@ -143,7 +145,7 @@ def _run_task(
     verbose: bool,
 ) -> None:
     from genprop_cli import api
-    from genprop_cli.video_io import EncoderOptions, check_output_path
+    from genprop_cli.video_io import EncoderOptions, InputLimits, check_output_path
 
     try:
         options = PropagationOptions(
@@ -161,7 +163,7 @@ def _run_task(
             api.check_masks_dir(masks, overwrite=overwrite)
         if preview is not None:
             api.check_preview_path(preview, overwrite=overwrite)
-        clip = api.Clip.open(video, first_frame)
+        clip = api.Clip.open(video, first_frame, limits=InputLimits(max_pixels=max_pixels, max_frames=max_frames))
         for note in clip.notes:
             if not quiet:
                 err.print(f"note: {note}", highlight=False)
@@ -249,6 +251,10 @@ def _make_task_command(task: Task):
                               "rerunning an interrupted command continues from there."),
         ] = None,
         keep_work: Annotated[bool, typer.Option("--keep-work", help="Keep the work folder after success.")] = False,
+        max_pixels: Annotated[
+            int, typer.Option(help="Refuse inputs whose frames have more pixels than this (before decoding).")
+        ] = 8192 * 8192,
+        max_frames: Annotated[int, typer.Option(help="Refuse inputs with more frames than this.")] = 100_000,
         masks: Annotated[
             Optional[Path],
             typer.Option(help="Write the predicted masks as a PNG sequence into this folder (track: on by default)."),

@@ -19,8 +19,9 @@ from types import TracebackType
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
-from genprop_cli.errors import OutputError, VideoReadError
+from genprop_cli.errors import FrameSizeError, OutputError, VideoReadError
 
 __all__ = [
     "CONTAINER_FORMATS",
@@ -142,9 +143,12 @@ def _open_input(path: Path) -> av.container.InputContainer:
 
 def _video_stream(container: av.container.InputContainer, path: Path) -> av.video.stream.VideoStream:
     """The main video stream: the first one that is not a cover picture."""
-    for stream in container.streams.video:
-        if not stream.disposition & av.stream.Disposition.attached_pic:
+    candidates = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+    for stream in candidates:
+        if stream.codec_context is not None:
             return stream
+    if candidates:
+        raise VideoReadError(f"{path} has a video stream whose codec cannot be identified (damaged or unsupported)")
     raise VideoReadError(f"{path} has no video stream")
 
 
@@ -190,6 +194,7 @@ def _audio_infos(container: av.container.InputContainer) -> tuple[AudioStreamInf
             language=_language(stream),
         )
         for stream in container.streams.audio
+        if stream.codec_context is not None  # an unidentifiable codec (damaged header): not kept
     )
 
 
@@ -228,8 +233,9 @@ def _scan_video_packets(container: av.container.InputContainer, stream: av.video
 
 
 def _is_flush(packet: av.Packet) -> bool:
-    """The empty packets demux() yields at the end; Matroska B-frames legitimately lack a dts."""
-    return packet.size == 0 or (packet.dts is None and packet.pts is None)
+    """The empty packets demux() yields at the end. A packet with data but no timestamps is a frame: raw
+    elementary streams (.h264, .hevc) carry none, and Matroska B-frames lack a dts."""
+    return packet.size == 0
 
 
 def _duration_s(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
@@ -244,15 +250,41 @@ def _duration_s(container: av.container.InputContainer, stream: av.video.stream.
     return 0.0
 
 
-def probe_video(path: Path) -> VideoInfo:
+@dataclass(frozen=True)
+class InputLimits:
+    """Safety limits on what is decoded at all, checked from the container before any frame is decoded."""
+
+    max_pixels: int = 8192 * 8192  # width x height of one frame (8K UHD is 33 Mpx)
+    max_frames: int = 100_000  # about 70 minutes at 24 fps
+
+    def check_size(self, path: Path, width: int, height: int) -> None:
+        if width * height > self.max_pixels:
+            raise FrameSizeError(
+                f"{path} declares {width}x{height} frames ({_pixels(width * height)}); the limit is "
+                f"{_pixels(self.max_pixels)} (raise it with --max-pixels)"
+            )
+
+    def check_frames(self, path: Path, frames: int) -> None:
+        if frames > self.max_frames:
+            raise VideoReadError(f"{path} has {frames} frames; the limit is {self.max_frames} (raise it with --max-frames)")
+
+
+def _pixels(count: int) -> str:
+    return f"{count / 1e6:.1f} Mpx" if count >= 100_000 else f"{count} px"
+
+
+def probe_video(path: Path, limits: InputLimits = InputLimits()) -> VideoInfo:
     """Describe a video by demuxing its packets; only the first frame is decoded (for rotation/size)."""
     path = Path(path)
     with _open_input(path) as container:
         stream = _video_stream(container, path)
+        limits.check_size(path, stream.codec_context.width or 0, stream.codec_context.height or 0)
         time_base = _fraction(stream.time_base) or _DEFAULT_TIME_BASE
         scan = _scan_video_packets(container, stream, path)
         if scan.count == 0 or scan.first_frame is None:
             raise VideoReadError(f"{path} has no video frames that can be decoded")
+        limits.check_frames(path, scan.count)
+        limits.check_size(path, scan.first_frame.width, scan.first_frame.height)
         if stream.frames and scan.count < stream.frames:
             # The container's index (e.g. an MP4 moov written first) lists frames whose data is missing.
             raise VideoReadError(

@@ -16,18 +16,19 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import tempfile
 from fractions import Fraction
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from genprop_cli.chunking import ChunkSpan, Stitcher, plan_chunks
+from genprop_cli.chunking import ChunkSpan, Stitcher, plan_chunks, plan_segments
 from genprop_cli.config import PropagationOptions, RuntimeOptions, Task
 from genprop_cli.errors import DeviceError, OptionError, OutputError
 from genprop_cli.images import load_first_frame, save_png_atomic
@@ -81,6 +82,7 @@ class Clip:
     first_frame: np.ndarray  # (H, W, 3) uint8
     notes: tuple[str, ...] = ()
     in_memory: np.ndarray | None = None  # (T, H, W, 3) uint8 when the clip was given as frames
+    source: Callable[[], Iterator[VideoFrame]] | None = None  # a part of another clip (keyframe segments)
 
     @classmethod
     def from_frames(cls, frames: np.ndarray, first_frame: np.ndarray, *, fps: float = 24.0, name: str = "frames") -> Clip:
@@ -98,6 +100,9 @@ class Clip:
 
     def frames(self) -> Iterator[VideoFrame]:
         """The clip's frames in order, streamed from the file (or from memory)."""
+        if self.source is not None:
+            yield from self.source()
+            return
         if self.in_memory is None:
             yield from iter_frames(self.video)
             return
@@ -322,8 +327,8 @@ class GenProp:
             rgb = ((decoded + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
             mask = F.interpolate(result.mask[: len(frames)], size=(work[1], work[0]), mode="bilinear", align_corners=False)
             mask = mask[:, 0].cpu().numpy()
-            for f in frames:
-                held[f.index] = f
+            for offset, f in enumerate(frames):
+                held[span.start + offset] = f  # by position in this run (a segment's frames keep their own index)
             for done in stitcher.push(span, rgb, mask, last=last, overlap=options.overlap):
                 source_frame = held.pop(done.index)
                 yield self._finish_frame(done.rgb, done.mask, source_frame, display, options.composite)
@@ -346,6 +351,120 @@ class GenProp:
             mask=(m * 255 + 0.5).clip(0, 255).astype(np.uint8),
             source=source.rgb,
         )
+
+
+@dataclass(frozen=True)
+class Keyframe:
+    """An edited frame of the clip: the edit is propagated from frame `frame` both ways."""
+
+    frame: int
+    image: np.ndarray  # (H, W, 3) uint8 at the video's display size
+
+
+class _DiskFrames:
+    """Frames of one segment in a memory-mapped scratch file, so a long backward run does not fill memory."""
+
+    def __init__(self, folder: Path, count: int, height: int, width: int, channels: int) -> None:
+        self.path = folder / f"frames-{time.time_ns()}.u8"
+        shape = (count, height, width, channels) if channels else (count, height, width)
+        self.array = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.uint8, shape=shape)
+
+    def close(self) -> None:
+        del self.array
+        self.path.unlink(missing_ok=True)
+
+
+def _segment_clip(clip: Clip, frames: Callable[[], Iterator[VideoFrame]], count: int, image: np.ndarray) -> Clip:
+    """A view of part of `clip` (in any order) whose first frame is `image`."""
+    return replace(clip, first_frame=image, info=replace(clip.info, num_frames=count), source=frames, in_memory=None)
+
+
+def _passthrough(frame: VideoFrame) -> OutputFrame:
+    """A frame outside the processed range: the source itself, nothing modified."""
+    mask = np.zeros(frame.rgb.shape[:2], np.uint8)
+    return OutputFrame(index=frame.index, pts=frame.pts, time_base=frame.time_base, rgb=frame.rgb, mask=mask, source=frame.rgb)
+
+
+def propagate_keyframes(
+    model: GenProp,
+    clip: Clip,
+    keyframes: list[Keyframe],
+    options: PropagationOptions,
+    *,
+    start: int = 0,
+    stop: int | None = None,
+    scratch: Path | None = None,
+    on_progress: ProgressCallback | None = None,
+    store: ChunkStore | None = None,
+) -> Iterator[OutputFrame]:
+    """Yields every frame of the clip in order: frames outside [start, stop) unchanged, and each segment of
+    [start, stop) propagated from its nearest keyframe, backwards (the model runs on the reversed frames) to
+    the segment's start and forwards to its end. Both directions start from the same edited frame, so they
+    meet at the keyframe without a seam. Backward segments go through a scratch file (memory stays flat)."""
+    try:
+        segments = plan_segments(clip.info.num_frames, [k.frame for k in keyframes], start, stop)
+    except ValueError as exc:
+        raise OptionError(str(exc)) from None
+    stop = segments[-1].stop
+    decoded = clip.frames()
+    owned = scratch is None
+    folder = Path(tempfile.mkdtemp(prefix="genprop-segments-")) if owned else Path(scratch)
+    try:
+        for _ in range(start):
+            yield _passthrough(next(decoded))
+        for segment in segments:
+            image = keyframes[segment.keyframe].image
+            sub = store.sub(f"segment-{segment.keyframe:03d}") if store is not None else None
+            first: VideoFrame | None = None
+            if segment.backward:
+                first = yield from _backward(model, clip, decoded, segment, image, options, folder, on_progress, sub)
+            forward_count = segment.stop - segment.at
+            head = [first] if first is not None else []
+
+            def forward(head=head, n=forward_count - len(head)) -> Iterator[VideoFrame]:
+                yield from head
+                for _ in range(n):
+                    yield next(decoded)
+
+            view = _segment_clip(clip, forward, forward_count, image)
+            yield from model.propagate(view, options, on_progress=on_progress, store=sub.sub("forward") if sub else None)
+        for frame in decoded:
+            yield _passthrough(frame)
+    finally:
+        if owned:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _backward(model, clip, decoded, segment, image, options, folder, on_progress, store):
+    """Runs the model on frames [segment.start, segment.at] reversed; yields frames start..at-1 in order and
+    returns the keyframe's own source frame (the forward run starts from it)."""
+    count = segment.at - segment.start + 1
+    h, w = clip.info.height, clip.info.width
+    sources, outputs, masks = _DiskFrames(folder, count, h, w, 3), _DiskFrames(folder, count, h, w, 3), _DiskFrames(folder, count, h, w, 0)
+    meta: list[VideoFrame] = []
+    try:
+        for i in range(count):
+            frame = next(decoded)
+            sources.array[i] = frame.rgb
+            meta.append(VideoFrame(index=frame.index, pts=frame.pts, time_base=frame.time_base, rgb=sources.array[i]))
+
+        def reversed_frames() -> Iterator[VideoFrame]:
+            yield from reversed(meta)
+
+        view = _segment_clip(clip, reversed_frames, count, image)
+        for position, out in enumerate(model.propagate(view, options, on_progress=on_progress,
+                                                        store=store.sub("backward") if store else None)):
+            outputs.array[count - 1 - position] = out.rgb
+            masks.array[count - 1 - position] = out.mask
+        for i in range(count - 1):
+            out = OutputFrame(index=meta[i].index, pts=meta[i].pts, time_base=meta[i].time_base,
+                              rgb=np.array(outputs.array[i]), mask=np.array(masks.array[i]), source=np.array(sources.array[i]))  # fmt: skip
+            yield out
+        last = meta[-1]
+        return VideoFrame(index=last.index, pts=last.pts, time_base=last.time_base, rgb=np.array(sources.array[-1]))
+    finally:
+        for disk in (sources, outputs, masks):
+            disk.close()
 
 
 @dataclass
@@ -444,6 +563,9 @@ def render(
     on_progress: ProgressCallback | None = None,
     work_dir: Path | str | None = None,
     keep_work: bool = False,
+    keyframes: list[Keyframe] | None = None,
+    start: int = 0,
+    stop: int | None = None,
 ) -> RenderResult:
     """Propagates and writes the output video (original audio kept) and, if asked, the mask PNG sequence
     and a preview contact sheet (sampled frames: input | output | mask).
@@ -452,6 +574,10 @@ def render(
     renamed into place only when complete. The input is never opened for writing. Finished chunks are kept
     in a work folder (`work_dir`, default beside the output) until the render succeeds, so running it again
     after a crash or `kill -9` continues from the last finished chunk with the same result (`resume.py`).
+
+    `keyframes` (edited frames anywhere in the clip) and `start`/`stop` (only frames [start, stop) are
+    processed; the rest of the clip is kept as it is, audio intact) go through `propagate_keyframes`; without
+    them the clip's first frame is the edit, as in the paper.
     """
     started = time.perf_counter()
     output = Path(output)
@@ -463,8 +589,14 @@ def render(
     work = working_size(*display, model.variant.spec.limits, model.pipeline.size_multiple)
     if preview is not None:
         check_preview_path(Path(preview), overwrite=overwrite)
-    store = ChunkStore.open(Path(work_dir) if work_dir else default_work_dir(output), run_key(model, clip, options))
-    resumed = store.done()
+    segmented = keyframes is not None or start != 0 or stop is not None
+    keyframes = keyframes if keyframes is not None else [Keyframe(start, clip.first_frame)]
+    key = run_key(model, clip, options)
+    if segmented:
+        key["keyframes"] = [[k.frame, array_sha256(k.image)] for k in keyframes]
+        key["range"] = [start, stop]
+    store = ChunkStore.open(Path(work_dir) if work_dir else default_work_dir(output), key)
+    resumed = store.total()
     remove_stale_partials(output)
     mask_writer = _MaskSequence(masks, overwrite) if masks is not None else None
     sheet = ContactSheet(clip.info.num_frames, display) if preview is not None else None
@@ -473,7 +605,13 @@ def render(
         with VideoWriter(
             output, source=clip.info, width=display[0], height=display[1], encoder=encoder, overwrite=overwrite
         ) as writer:
-            for frame in model.propagate(clip, options, on_progress=on_progress, store=store):
+            stream = (
+                propagate_keyframes(model, clip, keyframes, options, start=start, stop=stop, scratch=store.folder,
+                                    on_progress=on_progress, store=store)  # fmt: skip
+                if segmented
+                else model.propagate(clip, options, on_progress=on_progress, store=store)
+            )
+            for frame in stream:
                 writer.write(frame.rgb, frame.pts, frame.time_base)
                 if mask_writer is not None:
                     mask_writer.write(frame.index, frame.mask)
@@ -487,7 +625,7 @@ def render(
     except BaseException as exc:
         if mask_writer is not None:
             mask_writer.abort()
-        if store.done() == 0:  # nothing to resume from: leave nothing behind
+        if store.total() == 0:  # nothing to resume from: leave nothing behind
             store.remove()
         if isinstance(exc, torch.cuda.OutOfMemoryError):
             raise DeviceError(out_of_memory_advice(options)) from None

@@ -75,3 +75,35 @@ class Stitcher:
                 self._held[index] = frame
             else:
                 yield frame
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Frames [start, stop) propagated from the keyframe at frame `at` (start <= at < stop): backwards over
+    [start, at] (the I2V model runs on that part reversed), forwards over [at, stop)."""
+
+    keyframe: int  # position in the keyframe list
+    at: int
+    start: int
+    stop: int
+
+    @property
+    def backward(self) -> bool:
+        return self.at > self.start
+
+
+def plan_segments(num_frames: int, keyframes: list[int], start: int = 0, stop: int | None = None) -> list[Segment]:
+    """Splits frames [start, stop) among keyframes: each frame goes to its nearest keyframe (ties to the
+    earlier one), so segment boundaries fall halfway between consecutive keyframes."""
+    stop = num_frames if stop is None else stop
+    if not 0 <= start < stop <= num_frames:
+        raise ValueError(f"the range [{start}, {stop}) is not inside the clip's {num_frames} frames")
+    if not keyframes:
+        raise ValueError("at least one keyframe is needed")
+    if sorted(set(keyframes)) != list(keyframes):
+        raise ValueError(f"keyframes must be distinct and in increasing order, got {keyframes}")
+    outside = [k for k in keyframes if not start <= k < stop]
+    if outside:
+        raise ValueError(f"keyframe(s) {outside} lie outside the processed range [{start}, {stop})")
+    bounds = [start] + [(a + b) // 2 + 1 for a, b in zip(keyframes, keyframes[1:])] + [stop]
+    return [Segment(i, k, bounds[i], bounds[i + 1]) for i, k in enumerate(keyframes)]

@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from genprop_cli import __version__
-from genprop_cli.config import CHUNK_SIZES, PropagationOptions, RuntimeOptions, Task
-from genprop_cli.errors import GenPropError
+from genprop_cli.config import CHUNK_SIZES, PropagationOptions, RuntimeOptions, Task, parse_position
+from genprop_cli.errors import GenPropError, OptionError
 
 err = Console(stderr=True)
 
@@ -114,7 +114,10 @@ class _ProgressDisplay:
 def _run_task(
     task: Task,
     video: Path,
-    first_frame: Path,
+    first_frame: list[Path],
+    at: Optional[list[str]],
+    start: Optional[str],
+    end: Optional[str],
     output: Optional[Path],
     overwrite: bool,
     model: Optional[str],
@@ -163,8 +166,13 @@ def _run_task(
             api.check_masks_dir(masks, overwrite=overwrite)
         if preview is not None:
             api.check_preview_path(preview, overwrite=overwrite)
-        clip = api.Clip.open(video, first_frame, limits=InputLimits(max_pixels=max_pixels, max_frames=max_frames))
-        for note in clip.notes:
+        if at and len(at) != len(first_frame):
+            raise OptionError(f"give one --first-frame per --at: {len(first_frame)} image(s) for {len(at)} --at")
+        if not at and len(first_frame) != 1:
+            raise OptionError("several --first-frame images need an --at for each")
+        clip = api.Clip.open(video, first_frame[0], limits=InputLimits(max_pixels=max_pixels, max_frames=max_frames))
+        keyframes, start_frame, stop_frame, notes = _keyframes(clip, first_frame, at, start, end)
+        for note in notes:
             if not quiet:
                 err.print(f"note: {note}", highlight=False)
         model_ = api.GenProp.load(model, adapter=adapter, device=device, dtype=dtype, runtime=runtime)
@@ -177,7 +185,7 @@ def _run_task(
             result = api.render(
                 model_, clip, output, options, overwrite=overwrite, masks=masks, preview=preview,
                 encoder=EncoderOptions(crf=crf, preset=preset), on_progress=progress, work_dir=work_dir,
-                keep_work=keep_work,
+                keep_work=keep_work, keyframes=keyframes, start=start_frame, stop=stop_frame,
             )  # fmt: skip
     except (GenPropError, KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - the CLI boundary
         exit_ = fail(exc, verbose)
@@ -199,14 +207,47 @@ def _run_task(
         )
 
 
+def _keyframes(clip, images: list[Path], at: list[str] | None, start: str | None, end: str | None):
+    """--at/--start/--end as frame indices and the keyframe images, or None when the clip's first frame is
+    the edit (the paper's case); plus the notes about the images (resized, converted)."""
+    from genprop_cli import api
+    from genprop_cli.images import load_first_frame
+
+    fps = clip.info.fps
+    start_frame = parse_position(start, fps, "--start") if start else 0
+    stop_frame = parse_position(end, fps, "--end") if end else None
+    notes = list(clip.notes)
+    if not at:
+        if start is None and end is None:
+            return None, 0, None, notes
+        return [api.Keyframe(start_frame, clip.first_frame)], start_frame, stop_frame, notes
+    keyframes = [api.Keyframe(parse_position(at[0], fps), clip.first_frame)]
+    for position, path in zip(at[1:], images[1:]):
+        image, note = load_first_frame(path, (clip.info.width, clip.info.height))
+        notes += [note] if note else []
+        keyframes.append(api.Keyframe(parse_position(position, fps), image))
+    return sorted(keyframes, key=lambda k: k.frame), start_frame, stop_frame, notes
+
+
 def _make_task_command(task: Task):
     """One Typer command per task, all sharing one option list (defined once, here)."""
 
     def command(
         video: Annotated[Path, typer.Argument(help="Input video (.mp4, .mov, .mkv, ...).", show_default=False)],
         first_frame: Annotated[
-            Path, typer.Option("--first-frame", "-f", help="The edited first frame (PNG/JPEG/WebP).", show_default=False)
+            list[Path],
+            typer.Option("--first-frame", "-f", show_default=False,
+                         help="The edited first frame (PNG/JPEG/WebP); with --at, one per --at, in the same order."),
         ],
+        at: Annotated[
+            Optional[list[str]],
+            typer.Option(help="The frame each --first-frame shows: 120 (frame), 2.5s or 0:02.5; repeat for several "
+                              "keyframes. The edit is propagated both ways; each frame follows its nearest keyframe."),
+        ] = None,
+        start: Annotated[
+            Optional[str], typer.Option(help="Process only from this frame/time on (the rest is kept as it is).")
+        ] = None,
+        end: Annotated[Optional[str], typer.Option(help="Process only up to (not including) this frame/time.")] = None,
         output: Annotated[
             Optional[Path],
             typer.Option("--output", "-o", help="Output video; default: <input>.genprop-<task>.mp4 beside the input."),

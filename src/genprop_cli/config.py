@@ -70,3 +70,24 @@ class RuntimeOptions:
     def __post_init__(self) -> None:
         if self.offload not in OFFLOAD_MODES:
             raise OptionError(f"--offload must be one of {', '.join(OFFLOAD_MODES)}, got {self.offload!r}")
+
+
+def parse_position(text: str, fps: float, option: str = "--at") -> int:
+    """A frame index from `120` (frame), `2.5s` (seconds) or `1:02.5` / `0:01:02.5` (clock time)."""
+    value = text.strip()
+    try:
+        if value.isdigit():
+            return int(value)
+        if value.endswith("s") and ":" not in value:
+            seconds = float(value[:-1])
+        elif ":" in value:
+            seconds = 0.0
+            for part in value.split(":"):
+                seconds = seconds * 60 + float(part)
+        else:
+            raise ValueError(value)
+    except ValueError:
+        raise OptionError(f"{option} {text!r}: give a frame number (120), seconds (2.5s) or a time (0:02.5)") from None
+    if seconds < 0 or not fps:
+        raise OptionError(f"{option} {text!r}: not a position in the clip")
+    return round(seconds * fps)

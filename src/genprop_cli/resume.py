@@ -84,6 +84,16 @@ class ChunkStore:
         _write_atomic(manifest, json.dumps({"format": WORK_FORMAT, "key": key}, indent=2).encode())
         return cls(folder, key)
 
+    def sub(self, name: str) -> ChunkStore:
+        """A store for one run of a keyframe render (segment, direction), under the same key."""
+        folder = self.folder / name
+        folder.mkdir(exist_ok=True)
+        return ChunkStore(folder, self.key)
+
+    def total(self) -> int:
+        """Stored chunks in this store and all its sub-stores."""
+        return sum(1 for _ in self.folder.rglob("chunk-*.safetensors"))
+
     def path(self, index: int) -> Path:
         return self.folder / f"chunk-{index:05d}.safetensors"
 

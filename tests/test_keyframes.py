@@ -1,0 +1,150 @@
+"""Edits on any frame (--at), several keyframes, and --start/--end: segment planning, the backward run on
+reversed frames, a seamless join at the keyframe, untouched frames outside the range, and resume."""
+
+from __future__ import annotations
+
+import json
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from clips import make_clip, pattern_frame
+from genprop_cli import api
+from genprop_cli.api import Clip, GenProp, Keyframe, propagate_keyframes, render
+from genprop_cli.chunking import Segment, plan_segments
+from genprop_cli.cli import app
+from genprop_cli.config import PropagationOptions, Task, parse_position
+from genprop_cli.errors import OptionError
+from genprop_cli.toy import toy_example
+
+runner = CliRunner()
+
+
+def test_each_frame_goes_to_its_nearest_keyframe():
+    assert plan_segments(100, [40]) == [Segment(0, 40, 0, 100)]
+    assert plan_segments(100, [10, 50, 90]) == [Segment(0, 10, 0, 31), Segment(1, 50, 31, 71), Segment(2, 90, 71, 100)]
+    assert plan_segments(100, [20], 10, 30) == [Segment(0, 20, 10, 30)]
+    assert plan_segments(100, [10, 11]) == [Segment(0, 10, 0, 11), Segment(1, 11, 11, 100)]
+    for bad in ([], [50, 10], [10, 10], [100]):
+        with pytest.raises(ValueError):
+            plan_segments(100, bad)
+    with pytest.raises(ValueError, match="outside"):
+        plan_segments(100, [5], 10, 30)
+
+
+@pytest.mark.parametrize(("text", "frame"), [("120", 120), ("2.5s", 60), ("0:02.5", 60), ("1:00:00", 86400), ("0s", 0)])
+def test_positions_are_frames_seconds_or_clock_times(text, frame):
+    assert parse_position(text, 24.0) == frame
+
+
+@pytest.mark.parametrize("text", ["abc", "-3", "2.5m", "", "1::2x"])
+def test_bad_positions_are_option_errors(text):
+    with pytest.raises(OptionError, match="--at"):
+        parse_position(text, 24.0)
+
+
+@pytest.fixture(scope="module")
+def toy() -> GenProp:
+    return GenProp.load("toy", device="cpu")
+
+
+def test_an_edit_in_the_middle_runs_backwards_on_reversed_frames_and_joins_without_a_seam(toy, monkeypatch):
+    example = toy_example(Task.REMOVE, 4252, frames=48, size=64)
+    clip = Clip.from_frames(example.source, example.edited_first)
+    seen: list[list[int]] = []
+    make_view = api._segment_clip
+
+    def spying(clip, frames, count, image):
+        def recorded():
+            order = []
+            seen.append(order)
+            for f in frames():
+                order.append(f.index)
+                yield f
+
+        return make_view(clip, recorded, count, image)
+
+    monkeypatch.setattr(api, "_segment_clip", spying)
+    out = list(propagate_keyframes(toy, clip, [Keyframe(24, example.target[24])], PropagationOptions(task=Task.REMOVE)))
+    assert seen == [list(range(24, -1, -1)), list(range(24, 48))]  # backwards from the keyframe, then forwards
+    assert [f.index for f in out] == list(range(48)) and [f.pts for f in out] == list(range(48))
+    video = np.stack([f.rgb for f in out]).astype(np.float64)
+    step = np.abs(np.diff(video, axis=0)).mean(axis=(1, 2, 3))  # step[i]: frame i -> i + 1
+    typical = np.median(step)
+    assert step[23] < 1.5 * typical and step[24] < 1.5 * typical, (step[22:26], typical)  # no seam at frame 24
+    truth = example.target.astype(np.float64)
+    assert np.abs(video[:24] - truth[:24]).mean() < np.abs(video[:24] - example.source[:24]).mean() + 8
+
+
+def test_frames_outside_start_end_are_the_source_exactly_and_several_keyframes_each_get_their_segment(monkeypatch):
+    model = GenProp.load("random-tiny", device="cpu")
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8)
+    clip = Clip.from_frames(video, video[0])
+    runs: list[int] = []
+    original = GenProp.propagate
+
+    def counting(self, view, options, **kwargs):
+        runs.append(view.info.num_frames)
+        return original(self, view, options, **kwargs)
+
+    monkeypatch.setattr(GenProp, "propagate", counting)
+    keys = [Keyframe(15, video[15][:, ::-1].copy()), Keyframe(35, video[35][::-1].copy())]
+    out = list(propagate_keyframes(model, clip, keys, PropagationOptions(task=Task.EDIT, steps=1), start=10, stop=50))
+    assert [f.index for f in out] == list(range(60))
+    # segments [10, 26) around 15 and [26, 50) around 35: backward 6 + forward 11, backward 10 + forward 15
+    assert runs == [6, 11, 10, 15]
+    for f in out[:10] + out[50:]:
+        assert np.array_equal(f.rgb, video[f.index]) and not f.mask.any()
+    assert not all(np.array_equal(f.rgb, video[f.index]) for f in out[10:50])
+
+
+def test_cli_at_with_two_keyframes_and_a_trimmed_range_keeps_length_and_audio(tmp_path):
+    clip = make_clip(tmp_path / "clip.mp4", width=64, height=48, frames=48, audio="aac")
+    for name, index in (("a.png", 0), ("b.png", 30)):
+        Image.fromarray(pattern_frame(index, 64, 48)[:, ::-1].copy()).save(tmp_path / name)
+    out = tmp_path / "out.mp4"
+    result = runner.invoke(app, [
+        "edit", str(clip), "-f", str(tmp_path / "a.png"), "-f", str(tmp_path / "b.png"), "--at", "8", "--at", "1.25s",
+        "--start", "4", "--end", "44", "-o", str(out), "--model", "random-tiny", "--steps", "1", "--json",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["frames"] == 48
+    with av.open(str(out)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 48
+        assert len(container.streams.audio) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png", "clip.mp4", "out.mp4"]
+    bad = runner.invoke(app, ["edit", str(clip), "-f", str(tmp_path / "a.png"), "--at", "8", "--at", "9",
+                              "-o", str(tmp_path / "x.mp4"), "--model", "random-tiny"])  # fmt: skip
+    assert bad.exit_code == 2 and "one --first-frame per --at" in bad.stderr
+
+
+def test_an_interrupted_keyframe_render_resumes_to_the_same_video(tmp_path):
+    model = GenProp.load("random-tiny", device="cpu")
+    clip_path = make_clip(tmp_path / "clip.mp4", width=64, height=48, frames=70, audio=None)
+    Image.fromarray(pattern_frame(0, 64, 48)[:, ::-1].copy()).save(tmp_path / "e.png")
+    clip = Clip.open(clip_path, tmp_path / "e.png")
+    keys = [Keyframe(40, clip.first_frame)]
+    options = PropagationOptions(task=Task.EDIT, steps=1, seed=3)
+    render(model, clip, tmp_path / "ref.mp4", options, keyframes=keys)
+
+    events: list[object] = []
+
+    def stop_in_forward_run(event):  # backward run: chunks 1 and 2 of 2; the forward run's first chunk: stop
+        events.append(event)
+        if len(events) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        render(model, clip, tmp_path / "out.mp4", options, keyframes=keys, on_progress=stop_in_forward_run)
+    result = render(model, clip, tmp_path / "out.mp4", options, keyframes=keys)
+    assert result.resumed_chunks == 2
+
+    def frames(path):
+        with av.open(str(path)) as container:
+            return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+    assert np.array_equal(frames(tmp_path / "out.mp4"), frames(tmp_path / "ref.mp4"))

@@ -175,9 +175,18 @@ def _rotation_steps(rotation: float | None) -> int:
     return round((rotation or 0) / 90) % 4
 
 
+def _to_rgb24(frame: av.VideoFrame, reformatter: VideoReformatter) -> av.VideoFrame:
+    """Decoded frame -> rgb24 frame, using the frame's own colour tags (rotation side data kept).
+
+    One reformatter serves a whole stream: ``frame.to_ndarray(format=...)`` sets up and tears down a
+    swscale context and its thread pool for every frame, for the same pixels.
+    """
+    return reformatter.reformat(frame, format="rgb24", src_color_range=frame.color_range or None)
+
+
 def _upright_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """Decoded frame -> (H, W, 3) uint8 RGB, using the frame's own colour tags, rotation applied."""
-    rgb = frame.to_ndarray(format="rgb24", src_color_range=frame.color_range or None)
+    """rgb24 frame (from _to_rgb24) -> (H, W, 3) uint8 RGB, rotation applied."""
+    rgb = frame.to_ndarray()
     steps = _rotation_steps(frame.rotation)
     if steps:
         rgb = np.rot90(rgb, steps)
@@ -344,13 +353,15 @@ def iter_frames(path: Path) -> Iterator[VideoFrame]:
         stream.thread_type = "AUTO"
         time_base = _fraction(stream.time_base) or _DEFAULT_TIME_BASE
         step = _pts_step(stream, time_base)
+        to_rgb = VideoReformatter()
         index = 0
         previous_pts: int | None = None
         for frame in _decoded(container, stream, path):
             pts = frame.pts
             if pts is None:
                 pts = 0 if previous_pts is None else previous_pts + step
-            yield VideoFrame(index=index, pts=pts, time_base=time_base, rgb=_upright_rgb(frame))
+            rgb = _upright_rgb(_to_rgb24(frame, to_rgb))
+            yield VideoFrame(index=index, pts=pts, time_base=time_base, rgb=rgb)
             previous_pts = pts
             index += 1
         if index == 0:
@@ -670,6 +681,11 @@ class VideoWriter:
         self._finished = False
         self._output: av.container.OutputContainer | None = None
         self._audio: _AudioInterleaver | None = None
+        # One RGB -> pix_fmt converter and one RGB staging frame for the whole stream: a new swscale
+        # context (and its thread pool) and a freshly allocated frame for every frame give the same
+        # pictures, only slower (docs/performance.md, "Video I/O vs ffmpeg").
+        self._to_pix_fmt = VideoReformatter()
+        self._staging: tuple[av.VideoFrame, np.ndarray] | None = None
         self._temp = temp_path_for(self.path)
         # Safety net for a writer that is dropped without close()/abort(): the temp file still goes.
         weakref.finalize(self, self._temp.unlink, missing_ok=True)
@@ -743,6 +759,10 @@ class VideoWriter:
         # clip are rejected ("Invalid argument", error 22) and frame times would be rounded.
         stream.codec_context.time_base = self._time_base
         context = stream.codec_context
+        # Frame threading, as the ffmpeg CLI does. PyAV's default thread_type is SLICE, which makes
+        # libx264 use sliced threads (2 on a 2-core machine): about 1.3x slower at 1080p than x264's
+        # default frame threads (3 there) (docs/performance.md, "Video I/O vs ffmpeg").
+        context.thread_type = "AUTO"
         context.colorspace = context.color_primaries = context.color_trc = 1  # BT.709
         context.color_range = 1  # MPEG (TV) range
         if encoder.codec in ("libx264", "libx265"):
@@ -766,10 +786,12 @@ class VideoWriter:
             raise RuntimeError(f"VideoWriter for {self.path} is already closed")
         rgb = self._checked_frame(rgb)
         frame_pts = self._monotonic_pts(_rescale_pts(pts, Fraction(time_base), self._time_base))
-        frame = av.VideoFrame.from_ndarray(_pad_to(rgb, self._coded_height, self._coded_width),
-                                           format="rgb24")
-        frame = frame.reformat(format=self._encoder.pix_fmt, dst_colorspace="ITU709",
-                               dst_color_range="MPEG")
+        staging, pixels = self._staging or self._new_staging()
+        pixels[...] = _pad_to(rgb, self._coded_height, self._coded_width)
+        frame = self._to_pix_fmt.reformat(staging, format=self._encoder.pix_fmt, dst_colorspace="ITU709",
+                                          dst_color_range="MPEG")
+        # An rgb24 encoder gets the staging frame itself, and may keep a reference to it: never reuse it then.
+        self._staging = None if frame is staging else (staging, pixels)
         frame.pts = frame_pts
         frame.time_base = self._time_base
         try:
@@ -780,6 +802,13 @@ class VideoWriter:
         except BaseException as error:
             self._fail(error)
         self._frames_written += 1
+
+    def _new_staging(self) -> tuple[av.VideoFrame, np.ndarray]:
+        """An rgb24 frame of the coded size (laid out as VideoFrame.from_ndarray's) and a numpy view of its pixels."""
+        frame = av.VideoFrame(self._coded_width, self._coded_height, "rgb24")
+        plane = frame.planes[0]
+        rows = np.frombuffer(plane, np.uint8).reshape(self._coded_height, plane.line_size)
+        return frame, rows[:, : 3 * self._coded_width].reshape(self._coded_height, self._coded_width, 3)
 
     def _checked_frame(self, rgb: np.ndarray) -> np.ndarray:
         rgb = np.asarray(rgb)

@@ -61,6 +61,16 @@ def offload_denoiser(denoiser: nn.Module, device: torch.device) -> None:
     )  # fmt: skip
 
 
+def apply_runtime(backbone, adapter: nn.Module, device: torch.device, options: RuntimeOptions) -> EncoderOffload:
+    """What a pipeline does once its adapter is attached: compile, group-offload the frozen denoiser, and
+    return the encoder offloader its encode steps use."""
+    if options.compile:
+        compile_blocks([*backbone.all_blocks(), *adapter.blocks()])
+    if options.offload == "group":
+        offload_denoiser(backbone.denoiser, device)
+    return EncoderOffload(options.offload != "none", device)
+
+
 class EncoderOffload:
     """Moves an encoder to the execution device only while it runs, when offloading is on."""
 

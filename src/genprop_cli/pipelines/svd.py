@@ -22,13 +22,7 @@ from genprop_cli.config import RuntimeOptions, Task
 from genprop_cli.errors import OptionError
 from genprop_cli.models.backbones import backbone_for
 from genprop_cli.models.genprop import AdapterConfig, GenPropAdapter, GenPropDenoiser
-from genprop_cli.pipelines.acceleration import (
-    EncoderOffload,
-    compile_blocks,
-    enable_vae_tiling,
-    offload_denoiser,
-    set_attention_backend,
-)
+from genprop_cli.pipelines.acceleration import apply_runtime, enable_vae_tiling, set_attention_backend
 
 StepCallback = Callable[[int, int], None]
 
@@ -78,11 +72,7 @@ class GenPropSVDPipeline:
         for module in (self.vae, self.image_encoder, self.unet):
             module.requires_grad_(False).eval()
         adapter.eval()
-        if runtime.compile:
-            compile_blocks([*self.backbone.all_blocks(), *adapter.blocks()])
-        if runtime.offload == "group":
-            offload_denoiser(self.unet, self._device)
-        self.offload = EncoderOffload(runtime.offload != "none", self._device)
+        self.offload = apply_runtime(self.backbone, adapter, self._device, runtime)
 
     @classmethod
     def from_pretrained(

@@ -102,14 +102,14 @@ def test_frames_outside_start_end_are_the_source_exactly_and_several_keyframes_e
     assert not all(np.array_equal(f.rgb, video[f.index]) for f in out[10:50])
 
 
-def test_cli_at_with_two_keyframes_and_a_trimmed_range_keeps_length_and_audio(tmp_path):
+def test_cli_at_with_two_keyframes_and_a_spliced_range_keeps_length_and_audio(tmp_path):
     clip = make_clip(tmp_path / "clip.mp4", width=64, height=48, frames=48, audio="aac")
     for name, index in (("a.png", 0), ("b.png", 30)):
         Image.fromarray(pattern_frame(index, 64, 48)[:, ::-1].copy()).save(tmp_path / name)
     out = tmp_path / "out.mp4"
     result = runner.invoke(app, [
         "edit", str(clip), "-f", str(tmp_path / "a.png"), "-f", str(tmp_path / "b.png"), "--at", "8", "--at", "1.25s",
-        "--start", "4", "--end", "44", "-o", str(out), "--model", "random-tiny", "--steps", "1", "--json",
+        "--start", "4", "--end", "44", "--splice", "-o", str(out), "--model", "random-tiny", "--steps", "1", "--json",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["frames"] == 48
@@ -148,3 +148,22 @@ def test_an_interrupted_keyframe_render_resumes_to_the_same_video(tmp_path):
             return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
 
     assert np.array_equal(frames(tmp_path / "out.mp4"), frames(tmp_path / "ref.mp4"))
+
+
+def test_a_trimmed_range_is_output_alone_starting_at_zero_with_its_own_audio(tmp_path):
+    clip = make_clip(tmp_path / "clip.mp4", width=64, height=48, frames=72, audio="aac")  # 3 s at 24 fps
+    Image.fromarray(pattern_frame(24, 64, 48)[:, ::-1].copy()).save(tmp_path / "e.png")
+    out = tmp_path / "part.mp4"
+    result = runner.invoke(app, ["remove", str(clip), "-f", str(tmp_path / "e.png"), "--start", "1s", "--end", "2.5s",
+                                 "-o", str(out), "--model", "random-tiny", "--steps", "1", "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["frames"] == 36
+    with av.open(str(out)) as container:
+        video = [f for f in container.decode(video=0)]
+        assert len(video) == 36 and video[0].time == pytest.approx(0.0, abs=1e-6)
+        assert video[-1].time == pytest.approx(35 / 24, abs=1e-3)
+    with av.open(str(out)) as container:
+        audio = [f for f in container.decode(audio=0)]
+    first, end = audio[0].time, audio[-1].time + audio[-1].samples / audio[-1].sample_rate
+    assert first == pytest.approx(0.0, abs=0.03)  # the range's audio, moved to time zero with its video
+    assert end == pytest.approx(1.5, abs=0.05)

@@ -566,6 +566,7 @@ def render(
     keyframes: list[Keyframe] | None = None,
     start: int = 0,
     stop: int | None = None,
+    splice: bool = False,
 ) -> RenderResult:
     """Propagates and writes the output video (original audio kept) and, if asked, the mask PNG sequence
     and a preview contact sheet (sampled frames: input | output | mask).
@@ -576,8 +577,9 @@ def render(
     after a crash or `kill -9` continues from the last finished chunk with the same result (`resume.py`).
 
     `keyframes` (edited frames anywhere in the clip) and `start`/`stop` (only frames [start, stop) are
-    processed; the rest of the clip is kept as it is, audio intact) go through `propagate_keyframes`; without
-    them the clip's first frame is the edit, as in the paper.
+    processed) go through `propagate_keyframes`; without them the clip's first frame is the edit, as in the
+    paper. With a range the output is that range alone (its audio with it), or with `splice` the whole clip
+    with the range replaced and the rest as it was, audio intact.
     """
     started = time.perf_counter()
     output = Path(output)
@@ -590,6 +592,8 @@ def render(
     if preview is not None:
         check_preview_path(Path(preview), overwrite=overwrite)
     segmented = keyframes is not None or start != 0 or stop is not None
+    trimmed = (start != 0 or stop is not None) and not splice
+    last = stop if stop is not None else clip.info.num_frames
     keyframes = keyframes if keyframes is not None else [Keyframe(start, clip.first_frame)]
     key = run_key(model, clip, options)
     if segmented:
@@ -603,7 +607,8 @@ def render(
     frames = 0
     try:
         with VideoWriter(
-            output, source=clip.info, width=display[0], height=display[1], encoder=encoder, overwrite=overwrite
+            output, source=clip.info, width=display[0], height=display[1], encoder=encoder, overwrite=overwrite,
+            trim_start=trimmed,
         ) as writer:
             stream = (
                 propagate_keyframes(model, clip, keyframes, options, start=start, stop=stop, scratch=store.folder,
@@ -612,6 +617,8 @@ def render(
                 else model.propagate(clip, options, on_progress=on_progress, store=store)
             )
             for frame in stream:
+                if trimmed and not start <= frame.index < last:
+                    continue
                 writer.write(frame.rgb, frame.pts, frame.time_base)
                 if mask_writer is not None:
                     mask_writer.write(frame.index, frame.mask)
@@ -656,7 +663,8 @@ def render(
         audio_streams=len(clip.info.audio),
         elapsed_s=round(time.perf_counter() - started, 3),
         resumed_chunks=resumed,
-        warnings=[*clip.notes, *writer.warnings, *_missing_frames_warning(frames, clip.info.num_frames)],
+        warnings=[*clip.notes, *writer.warnings,
+                  *_missing_frames_warning(frames, last - start if trimmed else clip.info.num_frames)],
     )
 
 

@@ -118,6 +118,7 @@ def _run_task(
     at: Optional[list[str]],
     start: Optional[str],
     end: Optional[str],
+    splice: bool,
     output: Optional[Path],
     overwrite: bool,
     model: Optional[str],
@@ -185,7 +186,7 @@ def _run_task(
             result = api.render(
                 model_, clip, output, options, overwrite=overwrite, masks=masks, preview=preview,
                 encoder=EncoderOptions(crf=crf, preset=preset), on_progress=progress, work_dir=work_dir,
-                keep_work=keep_work, keyframes=keyframes, start=start_frame, stop=stop_frame,
+                keep_work=keep_work, keyframes=keyframes, start=start_frame, stop=stop_frame, splice=splice,
             )  # fmt: skip
     except (GenPropError, KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - the CLI boundary
         exit_ = fail(exc, verbose)
@@ -248,6 +249,9 @@ def _make_task_command(task: Task):
             Optional[str], typer.Option(help="Process only from this frame/time on (the rest is kept as it is).")
         ] = None,
         end: Annotated[Optional[str], typer.Option(help="Process only up to (not including) this frame/time.")] = None,
+        splice: Annotated[
+            bool, typer.Option("--splice", help="With --start/--end: output the whole clip, the range replaced, the rest as it was.")
+        ] = False,
         output: Annotated[
             Optional[Path],
             typer.Option("--output", "-o", help="Output video; default: <input>.genprop-<task>.mp4 beside the input."),

@@ -461,7 +461,11 @@ class _CopiedAudio:
         self._output = output
         self.stream = output.add_stream_from_template(source)
 
-    def mux(self, packet: av.Packet) -> None:
+    def mux(self, packet: av.Packet, shift_s: float = 0.0) -> None:
+        if shift_s:
+            shift = round(shift_s / packet.time_base)
+            packet.pts = packet.pts - shift if packet.pts is not None else None
+            packet.dts = packet.dts - shift if packet.dts is not None else None
         packet.stream = self.stream
         self._output.mux(packet)
 
@@ -487,8 +491,10 @@ class _TranscodedAudio:
         self._resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
         self._rate = rate
         self._next_pts: int | None = None
+        self._shift_s = 0.0
 
-    def mux(self, packet: av.Packet) -> None:
+    def mux(self, packet: av.Packet, shift_s: float = 0.0) -> None:
+        self._shift_s = shift_s
         for frame in self._decoder.decode(packet):
             self._encode(frame)
 
@@ -501,7 +507,7 @@ class _TranscodedAudio:
 
     def _encode(self, frame: av.AudioFrame | None) -> None:
         if self._next_pts is None and frame is not None:
-            self._next_pts = round((frame.time or 0.0) * self._rate)
+            self._next_pts = max(0, round(((frame.time or 0.0) - self._shift_s) * self._rate))
         for resampled in self._resampler.resample(frame):
             # Count samples from the first frame's time, as ffmpeg does: source timestamps in coarse
             # units (Matroska's ms) would otherwise give the AAC packets jittery, overlapping times.
@@ -556,15 +562,16 @@ class _AudioInterleaver:
         self._packets = source.demux(*(source.streams[i] for i in stream_indices))
         self._pending: av.Packet | None = None
         self._exhausted = False
+        self.start_s = 0.0  # source time that becomes time zero of the output (a trimmed range's start)
 
     def mux_until(self, time_s: float) -> None:
-        """Mux every source audio packet that starts before ``time_s``."""
+        """Mux every source audio packet that starts before ``time_s`` (source time)."""
         while (packet := self._next_packet()) is not None:
             start = _packet_start_s(packet)
             if start is not None and start >= time_s:
                 self._pending = packet
                 return
-            self._routes[packet.stream.index].mux(packet)
+            self._mux(packet, start)
 
     def finish(self, cutoff_s: float | None) -> None:
         """Mux the remaining packets (dropping those that start at or after ``cutoff_s``), then flush."""
@@ -572,9 +579,15 @@ class _AudioInterleaver:
             start = _packet_start_s(packet)
             if cutoff_s is not None and start is not None and start >= cutoff_s:
                 continue
-            self._routes[packet.stream.index].mux(packet)
+            self._mux(packet, start)
         for route in self._routes.values():
             route.flush()
+
+    def _mux(self, packet: av.Packet, start: float | None) -> None:
+        """Packets before the output's time zero are dropped; the rest move back by it."""
+        if self.start_s and start is not None and start < self.start_s - 1e-9:
+            return
+        self._routes[packet.stream.index].mux(packet, self.start_s)
 
     def close(self) -> None:
         self._source.close()
@@ -662,8 +675,12 @@ class VideoWriter:
 
     def __init__(self, path: Path, *, source: VideoInfo, width: int, height: int,
                  encoder: EncoderOptions = EncoderOptions(), overwrite: bool = False,
-                 audio: bool = True) -> None:
+                 audio: bool = True, trim_start: bool = False) -> None:
+        """``trim_start``: the first frame written becomes time zero (a trimmed range: audio before it is
+        dropped and the rest moved back with the video)."""
         self.path = Path(path)
+        self._trim_start = trim_start
+        self._offset: int | None = None  # writer time-base ticks subtracted from every pts (trim_start)
         self.width, self.height = int(width), int(height)
         self.warnings: list[str] = []
         if self.width <= 0 or self.height <= 0:
@@ -785,7 +802,12 @@ class VideoWriter:
         if self._finished:
             raise RuntimeError(f"VideoWriter for {self.path} is already closed")
         rgb = self._checked_frame(rgb)
-        frame_pts = self._monotonic_pts(_rescale_pts(pts, Fraction(time_base), self._time_base))
+        source_pts = _rescale_pts(pts, Fraction(time_base), self._time_base)
+        if self._offset is None:
+            self._offset = source_pts if self._trim_start else 0
+            if self._audio is not None:
+                self._audio.start_s = float(self._offset * self._time_base)
+        frame_pts = self._monotonic_pts(source_pts - self._offset)
         staging, pixels = self._staging or self._new_staging()
         pixels[...] = _pad_to(rgb, self._coded_height, self._coded_width)
         frame = self._to_pix_fmt.reformat(staging, format=self._encoder.pix_fmt, dst_colorspace="ITU709",
@@ -798,7 +820,7 @@ class VideoWriter:
             for packet in self._video.encode(frame):
                 self._output.mux(packet)
             if self._audio is not None:
-                self._audio.mux_until(float(frame_pts * self._time_base))
+                self._audio.mux_until(float((frame_pts + self._offset) * self._time_base))
         except BaseException as error:
             self._fail(error)
         self._frames_written += 1
@@ -854,7 +876,8 @@ class VideoWriter:
                 self._output.mux(packet)
             if self._audio is not None:
                 shortened = self._frames_written < self._source.num_frames
-                self._audio.finish(self._video_end_s() if shortened else None)
+                end_s = self._video_end_s() + float(self._offset * self._time_base)
+                self._audio.finish(end_s if shortened else None)
                 self._audio.close()
                 self._audio = None
             self._output.close()

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch; GPU users: `make setup TORCH_SPEC=torch` (or install their CUDA build first).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup demo test test-all bench toy toy-results clean
+.PHONY: setup demo test test-slow test-all bench toy toy-results clean
 
 $(BIN)/genprop: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,12 +31,19 @@ toy-results: setup
 test: setup
 	$(BIN)/pytest -q -m "not slow"
 
+# The checks marked slow (regional torch.compile, a 2-process torchrun batch): about half a minute.
+test-slow: setup
+	$(BIN)/pytest -q -m slow
+
 test-all: setup
 	$(BIN)/pytest -q
 
 bench: setup
 	$(BIN)/python benchmarks/bench_denoiser.py
+	$(BIN)/python benchmarks/bench_pipeline.py
+	$(BIN)/python benchmarks/bench_io.py
 	$(BIN)/python benchmarks/bench_memory.py
+	$(BIN)/python benchmarks/bench_soak.py
 	$(BIN)/python benchmarks/bench_train.py
 
 clean:

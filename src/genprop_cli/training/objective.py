@@ -123,3 +123,26 @@ def denoising_loss(
     denoised = edm_denoised(noisy, s, out.sample)
     per_pixel = (s**2 + 1) / s**2 * (denoised - x0).square()
     return combine(per_pixel, batch.mask, out.mask_logits, out.sce_response, weights)
+
+
+class EDMObjective:
+    """The SVD objective behind the same two calls as `flow_objective.FlowObjective`: encode, loss."""
+
+    def __init__(self, pipeline, schedule: NoiseSchedule = NoiseSchedule()) -> None:
+        self.pipeline, self.schedule = pipeline, schedule
+        self.time_ids = pipeline._added_time_ids(1, pipeline.conditioning).float()
+
+    def encode(self, pairs, generator: torch.Generator) -> TrainingBatch:
+        return encode_pairs(self.pipeline, pairs, generator)
+
+    def loss(self, denoiser, batch: TrainingBatch, weights: LossWeights, generator: torch.Generator) -> LossTerms:
+        return denoising_loss(denoiser, batch, weights, generator, time_ids=self.time_ids, schedule=self.schedule)
+
+
+def objective_for(pipeline, schedule: NoiseSchedule = NoiseSchedule()):
+    """The training objective of the pipeline's backbone family (EDM for SVD, flow matching for Wan)."""
+    if pipeline.family == "wan":
+        from genprop_cli.training.flow_objective import FlowObjective
+
+        return FlowObjective(pipeline)
+    return EDMObjective(pipeline, schedule)

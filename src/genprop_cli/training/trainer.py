@@ -33,10 +33,10 @@ from genprop_cli.errors import GenPropError, OptionError
 from genprop_cli.training.augment import AugmentConfig, PairSampler
 from genprop_cli.training.data import ClipSpec, open_dataset, sample_clip
 from genprop_cli.training.losses import LossWeights
-from genprop_cli.training.objective import NoiseSchedule, denoising_loss, encode_pairs
+from genprop_cli.training.objective import NoiseSchedule, objective_for
 
 CHECKPOINTS = "checkpoints"
-TRAINABLE_FAMILIES = ("svd",)
+TRAINABLE_FAMILIES = ("svd", "wan")
 ADAPTER_FILE = "adapter.safetensors"
 
 
@@ -196,7 +196,7 @@ def check_trainable(model: str | None) -> None:
     if spec.family not in TRAINABLE_FAMILIES:
         raise OptionError(
             f"variant {spec.name!r} is a {spec.family!r} backbone; training is implemented for "
-            f"{', '.join(TRAINABLE_FAMILIES)} (the EDM objective); Wan's flow-matching objective is not written yet"
+            f"{', '.join(TRAINABLE_FAMILIES)}"
         )
 
 
@@ -310,7 +310,7 @@ def train(config: TrainConfig, *, on_log: Callable[[StepLog], None] | None = Non
         accelerator.register_for_checkpointing(ema)
 
     start = _resume(accelerator, config, output)
-    time_ids = pipe._added_time_ids(1, pipe.conditioning).float()
+    objective = objective_for(pipe, config.noise)
     history: list[dict[str, float]] = []
     started = time.perf_counter()
     for step in range(start, config.steps):
@@ -319,9 +319,9 @@ def train(config: TrainConfig, *, on_log: Callable[[StepLog], None] | None = Non
                 generator = torch.Generator(device=accelerator.device)
                 generator.manual_seed(_seed_of(config.seed, step, micro, accelerator.process_index))
                 pairs = stream.pairs(step, micro, accelerator.process_index, config.batch_size)
-                batch = encode_pairs(pipe, pairs, generator)
+                batch = objective.encode(pairs, generator)
                 with accelerator.autocast():
-                    terms = denoising_loss(model, batch, config.loss, generator, time_ids=time_ids, schedule=config.noise)
+                    terms = objective.loss(model, batch, config.loss, generator)
                 accelerator.backward(terms.total)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(params, config.max_grad_norm)

@@ -1,0 +1,131 @@
+"""The training objective on a Wan backbone: rectified-flow (flow-matching) velocity prediction, as Wan was
+trained, with the same region-aware loss terms as on SVD.
+
+For a clean latent x0, noise n and a noise level s in (0, 1): the model reads x_s = (1 - s) x0 + s n at
+timestep 1000 s (with the first-frame conditioning of the backbone's mode) and is trained to predict the
+velocity n - x0. s = shift * u / (1 + (shift - 1) * u) with u logit-normal (SD3's sampling of u; the shift is
+the variant scheduler's, so training spends its steps where sampling does). In Wan 2.2 TI2V mode the first
+latent frame is the given frame at timestep 0 and is left out of the denoising terms.
+
+The SCE reads the SYNTHETIC clip; the I2V target and its conditioning first frame are the ORIGINAL clip.
+Masks follow the causal VAE's frame layout: latent frame 0 is pixel frame 0, latent k frames 4k-3..4k.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from genprop_cli.config import Task
+from genprop_cli.training.losses import LossTerms, LossWeights, combine, latent_mask
+from genprop_cli.training.objective import to_model_frames
+
+
+@dataclass
+class FlowBatch:
+    target: torch.Tensor  # (B, C, F_lat, h, w) normalised latents of the original clip
+    source: torch.Tensor  # (B, C, F_lat, h, w) of the synthetic clip (SCE input)
+    condition: torch.Tensor  # (B, C', F', h, w) the backbone's first-frame conditioning
+    image_embeds: torch.Tensor | None  # (B, T, D) CLIP tokens (Wan 2.1) or None
+    mask: torch.Tensor  # (B, F_lat, 1, h, w) modification mask on the latent grid
+    task_ids: torch.Tensor  # (B,)
+
+
+class FlowObjective:
+    """Encodes synthetic pairs with a `GenPropWanPipeline`'s frozen encoders and computes the loss."""
+
+    def __init__(self, pipeline) -> None:
+        self.pipeline = pipeline
+        self.shift = float(getattr(pipeline.scheduler.config, "shift", 1.0) or 1.0)
+        self._prompt: torch.Tensor | None = None
+
+    def prompt_embeds(self) -> torch.Tensor:
+        """The empty prompt, encoded once (GenProp's propagation reads no text by default)."""
+        if self._prompt is None:
+            self._prompt = self.pipeline.encode_prompt("")
+        return self._prompt
+
+    @torch.no_grad()
+    def encode(self, pairs, generator: torch.Generator) -> FlowBatch:
+        pipe = self.pipeline
+        targets, sources, conditions, embeds, masks, tasks = [], [], [], [], [], []
+        for pair in pairs:
+            original = to_model_frames(pair.original)
+            target = pipe.encode_frames(original)
+            targets.append(target)
+            sources.append(pipe.encode_frames(to_model_frames(pair.edited)))
+            conditions.append(pipe._condition_latents(original[0].to(pipe.device), target.shape[1])[0])
+            image = pipe.embed_image(original[0])
+            embeds.append(image[0] if image is not None else None)
+            masks.append(self.latent_frames_mask(torch.from_numpy(pair.mask).float(), target.shape[1]))
+            tasks.append(Task(pair.task).index)
+        target = torch.stack(targets)
+        device = target.device
+        return FlowBatch(
+            target=target,
+            source=torch.stack(sources),
+            condition=torch.stack(conditions),
+            image_embeds=torch.stack(embeds) if embeds[0] is not None else None,
+            mask=latent_mask(torch.stack(masks).to(device), tuple(target.shape[-2:])),
+            task_ids=torch.tensor(tasks, device=device),
+        )
+
+    def latent_frames_mask(self, mask: torch.Tensor, latent_frames: int) -> torch.Tensor:
+        """Pixel-frame masks (F, H, W) -> one per latent frame (the union of the frames it holds)."""
+        k = self.pipeline.temporal_factor
+        groups = [mask[:1]] + [mask[1 + k * i : 1 + k * (i + 1)] for i in range(latent_frames - 1)]
+        return torch.stack([g.amax(0) if len(g) else mask[-1] for g in groups])
+
+    def sample_levels(self, batch: int, generator: torch.Generator, device) -> torch.Tensor:
+        u = torch.sigmoid(torch.randn(batch, generator=generator, device=device))
+        return self.shift * u / (1 + (self.shift - 1) * u)
+
+    def loss(
+        self,
+        denoiser,
+        batch: FlowBatch,
+        weights: LossWeights,
+        generator: torch.Generator,
+        *,
+        levels: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> LossTerms:
+        """One forward of the GenProp denoiser and the region-aware terms; `levels`/`noise` may be fixed by tests."""
+        pipe = self.pipeline
+        x0 = batch.target
+        b = x0.shape[0]
+        device, dtype = x0.device, x0.dtype
+        if levels is None:
+            levels = self.sample_levels(b, generator, device)
+        if noise is None:
+            noise = torch.randn(x0.shape, generator=generator, device=device, dtype=dtype)
+        s = levels.view(b, 1, 1, 1, 1).to(dtype)
+        noisy = (1 - s) * x0 + s * noise
+        if pipe.expand_timesteps:
+            keep = torch.ones_like(x0[:, :1])
+            keep[:, :, 0] = 0
+            model_in = (1 - keep) * batch.condition + keep * noisy
+            pt, ph, pw = pipe.transformer.config.patch_size
+            timestep = (keep[:, 0, ::pt, ::ph, ::pw].flatten(1) * levels[:, None] * 1000).to(dtype)
+        else:
+            model_in = torch.cat([noisy, batch.condition], dim=1)
+            timestep = (levels * 1000).to(dtype)
+        mask_channels_first = batch.mask.permute(0, 2, 1, 3, 4)  # (B, 1, F_lat, h, w), the latents' layout
+        probe = None
+        if weights.grad > 0 and weights.region_aware:
+            probe = weights.probe_scale * torch.randn(batch.source.shape, generator=generator, device=device, dtype=dtype)
+            probe = probe * mask_channels_first
+        out = denoiser(
+            hidden_states=model_in.to(pipe.dtype),
+            timestep=timestep,
+            encoder_hidden_states=self.prompt_embeds().expand(b, -1, -1),
+            encoder_hidden_states_image=batch.image_embeds,
+            source_latents=batch.source,
+            task_ids=batch.task_ids,
+            probe=probe,
+        )
+        per_pixel = (out.sample.float() - (noise - x0).float()).square().permute(0, 2, 1, 3, 4)  # (B, F, C, h, w)
+        mask = batch.mask
+        first = 1 if pipe.expand_timesteps else 0  # TI2V: the given first frame is not denoised
+        return combine(per_pixel[:, first:], mask[:, first:], out.mask_logits[:, first:], out.sce_response, weights)

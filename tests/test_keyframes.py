@@ -158,6 +158,7 @@ def test_a_trimmed_range_is_output_alone_starting_at_zero_with_its_own_audio(tmp
                                  "-o", str(out), "--model", "random-tiny", "--steps", "1", "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["frames"] == 36
+    assert json.loads(result.stdout)["chunks"] == 2  # frames 24..59: one forward chunk of 32, then 8 more
     with av.open(str(out)) as container:
         video = [f for f in container.decode(video=0)]
         assert len(video) == 36 and video[0].time == pytest.approx(0.0, abs=1e-6)

@@ -653,7 +653,7 @@ def render(
         chunk=options.chunk,
         overlap=options.overlap,
         frames=frames,
-        chunks=len(plan_chunks(max(frames, 1), options.chunk, options.overlap)),
+        chunks=_chunk_count(clip, keyframes, options, start, stop) if segmented else len(plan_chunks(max(frames, 1), options.chunk, options.overlap)),
         width=display[0],
         height=display[1],
         working_width=work[0],
@@ -694,6 +694,16 @@ def out_of_memory_advice(options: PropagationOptions) -> str:
         f"out of GPU memory at --chunk {options.chunk}; try {smaller}--offload encoders (or group: the backbone's "
         "blocks stream from CPU memory), --vae-tiling (Wan), --dtype bf16/fp16, or a smaller variant"
     )
+
+
+def _chunk_count(clip: Clip, keyframes: list[Keyframe], options: PropagationOptions, start: int, stop: int | None) -> int:
+    """Chunks sampled by a keyframe render: each segment's backward and forward runs."""
+    total = 0
+    for segment in plan_segments(clip.info.num_frames, [k.frame for k in keyframes], start, stop):
+        runs = [segment.at - segment.start + 1] if segment.backward else []
+        runs.append(segment.stop - segment.at)
+        total += sum(len(plan_chunks(n, options.chunk, options.overlap)) for n in runs)
+    return total
 
 
 def _missing_frames_warning(written: int, expected: int) -> list[str]:

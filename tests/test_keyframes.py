@@ -95,8 +95,9 @@ def test_frames_outside_start_end_are_the_source_exactly_and_several_keyframes_e
     keys = [Keyframe(15, video[15][:, ::-1].copy()), Keyframe(35, video[35][::-1].copy())]
     out = list(propagate_keyframes(model, clip, keys, PropagationOptions(task=Task.EDIT, steps=1), start=10, stop=50))
     assert [f.index for f in out] == list(range(60))
-    # segments [10, 26) around 15 and [26, 50) around 35: backward 6 + forward 11, backward 10 + forward 15
-    assert runs == [6, 11, 10, 15]
+    # segments [10, 26) around 15 and [26, 50) around 35; both runs reach 4 (overlap / 2) frames past 26:
+    # backward 10..15, forward 15..29, backward 22..35, forward 35..49
+    assert runs == [6, 15, 14, 15]
     for f in out[:10] + out[50:]:
         assert np.array_equal(f.rgb, video[f.index]) and not f.mask.any()
     assert not all(np.array_equal(f.rgb, video[f.index]) for f in out[10:50])
@@ -168,3 +169,26 @@ def test_a_trimmed_range_is_output_alone_starting_at_zero_with_its_own_audio(tmp
     first, end = audio[0].time, audio[-1].time + audio[-1].samples / audio[-1].sample_rate
     assert first == pytest.approx(0.0, abs=0.03)  # the range's audio, moved to time zero with its video
     assert end == pytest.approx(1.5, abs=0.05)
+
+
+class _FlatModel:
+    """Stands in for GenProp: every run outputs its keyframe image's first pixel value on every frame."""
+
+    def propagate(self, view, options, on_progress=None, store=None):
+        value = int(view.first_frame[0, 0, 0])
+        for f in view.frames():
+            yield api.OutputFrame(index=f.index, pts=f.pts, time_base=f.time_base, rgb=np.full_like(f.rgb, value),
+                                  mask=np.full(f.rgb.shape[:2], value, np.uint8), source=f.rgb)  # fmt: skip
+
+
+def test_where_two_keyframes_segments_meet_the_runs_are_cross_faded_over_the_overlap():
+    video = np.zeros((40, 8, 8, 3), np.uint8)
+    clip = Clip.from_frames(video, video[0])
+    keys = [Keyframe(5, np.full((8, 8, 3), 0, np.uint8)), Keyframe(30, np.full((8, 8, 3), 200, np.uint8))]
+    out = list(propagate_keyframes(_FlatModel(), clip, keys, PropagationOptions(task=Task.EDIT, overlap=8)))
+    values = [int(f.rgb[0, 0, 0]) for f in out]
+    assert [f.index for f in out] == list(range(40))
+    # boundary at 18 (frames 0..17 are nearer 5): 4 frames each side, 14..21, ramp from 0 to 200
+    ramp = [int((i + 0.5) / 8 * 200 + 0.5) for i in range(8)]
+    assert values[:14] == [0] * 14 and values[14:22] == ramp and values[22:] == [200] * 18
+    assert [int(f.mask[0, 0]) for f in out][14:22] == ramp

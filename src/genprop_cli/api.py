@@ -13,6 +13,7 @@ Memory does not grow with the clip's length: frames are decoded, propagated and 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import shutil
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from genprop_cli.chunking import ChunkSpan, Stitcher, plan_chunks, plan_segments
+from genprop_cli.chunking import ChunkSpan, Segment, Stitcher, plan_chunks, plan_segments
 from genprop_cli.config import PropagationOptions, RuntimeOptions, Task
 from genprop_cli.errors import DeviceError, OptionError, OutputError
 from genprop_cli.images import load_first_frame, save_png_atomic
@@ -400,25 +401,34 @@ def propagate_keyframes(
     """Yields every frame of the clip in order: frames outside [start, stop) unchanged, and each segment of
     [start, stop) propagated from its nearest keyframe, backwards (the model runs on the reversed frames) to
     the segment's start and forwards to its end. Both directions start from the same edited frame, so they
-    meet at the keyframe without a seam. Backward segments go through a scratch file (memory stays flat)."""
+    meet at the keyframe without a seam. Where two keyframes' segments meet, both runs extend `overlap / 2`
+    frames past the boundary and are cross-faded over those `overlap` frames, as chunks are. Backward
+    segments go through a scratch file (memory stays flat)."""
     try:
         segments = plan_segments(clip.info.num_frames, [k.frame for k in keyframes], start, stop)
     except ValueError as exc:
         raise OptionError(str(exc)) from None
-    stop = segments[-1].stop
+    halves = [_blend_half(a, b, options.overlap) for a, b in zip(segments, segments[1:])] + [0]
     decoded = clip.frames()
     owned = scratch is None
     folder = Path(tempfile.mkdtemp(prefix="genprop-segments-")) if owned else Path(scratch)
     try:
         for _ in range(start):
             yield _passthrough(next(decoded))
-        for segment in segments:
+        carried: list[VideoFrame] = []  # source frames of the last blend region, already decoded
+        fading: list[OutputFrame] = []  # the previous segment's outputs over that region
+        for j, segment in enumerate(segments):
             image = keyframes[segment.keyframe].image
             sub = store.sub(f"segment-{segment.keyframe:03d}") if store is not None else None
+            before = halves[j - 1] if j else 0
             first: VideoFrame | None = None
-            if segment.backward:
-                first = yield from _backward(model, clip, decoded, segment, image, options, folder, on_progress, sub)
-            forward_count = segment.stop - segment.at
+            if segment.backward or before:
+                span = replace(segment, start=segment.start - before)
+                # itertools.chain, not a generator: closing a generator that `yield from`s the decoder closes it.
+                first = yield from _backward(model, clip, itertools.chain(carried, decoded), span, image, options,
+                                             folder, on_progress, sub, fading)  # fmt: skip
+            after = halves[j]
+            forward_count = segment.stop + after - segment.at
             head = [first] if first is not None else []
 
             def forward(head=head, n=forward_count - len(head)) -> Iterator[VideoFrame]:
@@ -427,7 +437,13 @@ def propagate_keyframes(
                     yield next(decoded)
 
             view = _segment_clip(clip, forward, forward_count, image)
-            yield from model.propagate(view, options, on_progress=on_progress, store=sub.sub("forward") if sub else None)
+            carried, fading = [], []
+            for out in model.propagate(view, options, on_progress=on_progress, store=sub.sub("forward") if sub else None):
+                if out.index >= segment.stop - after and after:
+                    fading.append(out)
+                    carried.append(VideoFrame(index=out.index, pts=out.pts, time_base=out.time_base, rgb=out.source))
+                else:
+                    yield out
         for frame in decoded:
             yield _passthrough(frame)
     finally:
@@ -435,9 +451,23 @@ def propagate_keyframes(
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _backward(model, clip, decoded, segment, image, options, folder, on_progress, store):
-    """Runs the model on frames [segment.start, segment.at] reversed; yields frames start..at-1 in order and
-    returns the keyframe's own source frame (the forward run starts from it)."""
+def _blend_half(a: Segment, b: Segment, overlap: int) -> int:
+    """Frames each side of the boundary between segments a and b that both runs make: at most overlap / 2,
+    and never reaching either keyframe."""
+    return max(0, min(overlap // 2, a.stop - 1 - a.at, b.at - b.start))
+
+
+def _cross_fade(earlier: OutputFrame, later: OutputFrame, weight: float) -> OutputFrame:
+    """`weight` of `later` and 1 - weight of `earlier` (same frame, two runs)."""
+    rgb = (1 - weight) * earlier.rgb.astype(np.float32) + weight * later.rgb.astype(np.float32)
+    mask = (1 - weight) * earlier.mask.astype(np.float32) + weight * later.mask.astype(np.float32)
+    return replace(later, rgb=(rgb + 0.5).astype(np.uint8), mask=(mask + 0.5).astype(np.uint8))
+
+
+def _backward(model, clip, decoded, segment, image, options, folder, on_progress, store, fading=()):
+    """Runs the model on frames [segment.start, segment.at] reversed; yields frames start..at-1 in order
+    (the first ones cross-faded with `fading`, the previous run's outputs over the same frames) and returns
+    the keyframe's own source frame (the forward run starts from it)."""
     count = segment.at - segment.start + 1
     h, w = clip.info.height, clip.info.width
     sources, outputs, masks = _DiskFrames(folder, count, h, w, 3), _DiskFrames(folder, count, h, w, 3), _DiskFrames(folder, count, h, w, 0)
@@ -459,6 +489,8 @@ def _backward(model, clip, decoded, segment, image, options, folder, on_progress
         for i in range(count - 1):
             out = OutputFrame(index=meta[i].index, pts=meta[i].pts, time_base=meta[i].time_base,
                               rgb=np.array(outputs.array[i]), mask=np.array(masks.array[i]), source=np.array(sources.array[i]))  # fmt: skip
+            if i < len(fading):
+                out = _cross_fade(fading[i], out, (i + 0.5) / len(fading))
             yield out
         last = meta[-1]
         return VideoFrame(index=last.index, pts=last.pts, time_base=last.time_base, rgb=np.array(sources.array[-1]))

@@ -70,7 +70,7 @@ print(json.dumps({"seconds": seconds, "peak_mib": peak, "size": [w, h], "family"
 
 def measure(side: str, model: str, args) -> dict:
     cmd = [sys.executable, "-c", CHILD, side, model, str(args.frames), str(args.steps), str(args.guidance), args.device]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"{side} {model} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

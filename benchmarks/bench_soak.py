@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import av
-import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -20,22 +18,14 @@ from genprop_cli.random_tiny import build_random_tiny_wan_pipeline
 from genprop_cli.training.flow_objective import FlowObjective
 from genprop_cli.training.losses import LossWeights
 from genprop_cli.training.objective import objective_for
+import vis_datasets
 from vis_datasets import scene, write_davis
 
 FRAMES, W, H = 9, 32, 32  # 9 frames: 3 latent frames
 
 
 def fixed_pairs(n: int = 2):
-    rng = np.random.default_rng(0)
-    pairs = []
-    for i in range(n):
-        original = rng.integers(0, 255, (FRAMES, H, W, 3), dtype=np.uint8)
-        mask = np.zeros((FRAMES, H, W), bool)
-        mask[:, 8:20, 6 + 2 * i : 18 + 2 * i] = True
-        edited = original.copy()
-        edited[mask] = [250, 20, 20]
-        pairs.append(SimpleNamespace(original=original, edited=edited, mask=mask, task=Task.REMOVE))
-    return pairs
+    return vis_datasets.fixed_pairs(n, FRAMES, (W, H), Task.REMOVE)
 
 
 @pytest.fixture(params=["i2v", "ti2v"])

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,20 +19,13 @@ from genprop_cli.random_tiny import build_random_tiny_pipeline
 from genprop_cli.training.losses import LossWeights
 from genprop_cli.training.objective import denoising_loss, encode_pairs
 
+import vis_datasets
+
 FRAMES, W, H = 4, 32, 32
 
 
 def fixed_pairs(n: int = 2):
-    rng = np.random.default_rng(0)
-    pairs = []
-    for i in range(n):
-        original = rng.integers(0, 255, (FRAMES, H, W, 3), dtype=np.uint8)
-        mask = np.zeros((FRAMES, H, W), bool)
-        mask[:, 8:20, 6 + 2 * i : 18 + 2 * i] = True
-        edited = original.copy()
-        edited[mask] = [250, 20, 20]
-        pairs.append(SimpleNamespace(original=original, edited=edited, mask=mask, task=Task.TRACK))
-    return pairs
+    return vis_datasets.fixed_pairs(n, FRAMES, (W, H), Task.TRACK)
 
 
 def test_a_few_steps_reduce_the_loss_on_a_fixed_batch_and_leave_the_backbone_untouched():

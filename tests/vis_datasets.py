@@ -173,3 +173,21 @@ def write_ytvis(
     path = root / json_name
     path.write_text(json.dumps(ytvis_document(videos, encodings or {})))
     return path
+
+
+def fixed_pairs(n: int, frames: int, size: tuple[int, int], task: str) -> list:
+    """`n` synthetic training pairs of random frames with a red rectangle painted in (the modified region),
+    shaped like `training.augment`'s pairs: original, edited, mask, task."""
+    from types import SimpleNamespace
+
+    width, height = size
+    rng = np.random.default_rng(0)
+    pairs = []
+    for i in range(n):
+        original = rng.integers(0, 255, (frames, height, width, 3), dtype=np.uint8)
+        mask = np.zeros((frames, height, width), bool)
+        mask[:, 8:20, 6 + 2 * i : 18 + 2 * i] = True
+        edited = original.copy()
+        edited[mask] = [250, 20, 20]
+        pairs.append(SimpleNamespace(original=original, edited=edited, mask=mask, task=task))
+    return pairs

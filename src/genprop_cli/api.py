@@ -283,7 +283,7 @@ class GenProp:
         work = working_size(*display, self.variant.spec.limits, pipe.size_multiple)
         chunks = len(plan_chunks(max(clip.info.num_frames, 1), options.chunk, options.overlap))
 
-        from genprop_cli.pipelines.svd import ChunkResult
+        from genprop_cli.pipelines import ChunkResult
 
         edited = _to_model_frames([clip.first_frame], work)[0]
         anchor = pipe.prepare_anchor(edited, options.prompt)  # the user's edit (and prompt) anchor every chunk

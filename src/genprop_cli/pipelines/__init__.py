@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass
+class ChunkResult:
+    """What every family's sampler returns for one chunk."""
+
+    latents: torch.Tensor  # the family's latent layout (SVD: (F, C, h, w); Wan: (C, F_lat, h, w))
+    mask: torch.Tensor  # (F, 1, h, w) in [0, 1], the MPD's modification mask, one per output frame
+
 
 def pipeline_class(family: str):
     """The sampler class of a backbone family (imported lazily: diffusers is slow to import)."""

@@ -22,6 +22,7 @@ from genprop_cli.config import RuntimeOptions, Task
 from genprop_cli.errors import OptionError
 from genprop_cli.models.backbones import backbone_for
 from genprop_cli.models.genprop import AdapterConfig, GenPropAdapter, GenPropDenoiser
+from genprop_cli.pipelines import ChunkResult
 from genprop_cli.pipelines.acceleration import apply_runtime, enable_vae_tiling, set_attention_backend
 
 StepCallback = Callable[[int, int], None]
@@ -34,12 +35,6 @@ class SVDConditioning:
     fps: int = 7
     motion_bucket_id: int = 127
     noise_aug_strength: float = 0.02
-
-
-@dataclass
-class ChunkResult:
-    latents: torch.Tensor  # (F, C, h, w), scaled latent space (what the denoiser predicts)
-    mask: torch.Tensor  # (F, 1, h, w) in [0, 1], the MPD's modification mask
 
 
 class GenPropSVDPipeline:

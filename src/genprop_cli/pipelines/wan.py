@@ -32,8 +32,8 @@ from genprop_cli.config import RuntimeOptions, Task
 from genprop_cli.errors import WeightsError
 from genprop_cli.models.backbones import backbone_for
 from genprop_cli.models.genprop import AdapterConfig, GenPropAdapter, GenPropDenoiser
+from genprop_cli.pipelines import ChunkResult
 from genprop_cli.pipelines.acceleration import apply_runtime, enable_vae_tiling, set_attention_backend
-from genprop_cli.pipelines.svd import ChunkResult
 
 StepCallback = Callable[[int, int], None]
 
@@ -219,7 +219,7 @@ class GenPropWanPipeline:
         video = self.vae.decode(z.to(self.vae.dtype)).sample.float()
         return video[0].permute(1, 0, 2, 3).clamp(-1, 1)
 
-    def _condition_latents(self, image: torch.Tensor, latent_frames: int) -> torch.Tensor:
+    def condition_latents(self, image: torch.Tensor, latent_frames: int) -> torch.Tensor:
         """The first-frame conditioning the transformer reads, for one branch (batch 1)."""
         h, w = image.shape[-2:]
         if self.expand_timesteps:
@@ -260,7 +260,7 @@ class GenPropWanPipeline:
         self.scheduler.set_timesteps(steps, device=self.device)
         noise = torch.randn((1, channels, latent_frames, h, w), generator=generator, device=self.device, dtype=torch.float32)
         latents = noise
-        cond = self._condition_latents(condition.to(self.device, torch.float32), latent_frames)
+        cond = self.condition_latents(condition.to(self.device, torch.float32), latent_frames)
 
         context = anchor.prompt_embeds
         image_tokens = anchor.image_embeds

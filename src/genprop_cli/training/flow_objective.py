@@ -55,7 +55,7 @@ class FlowObjective:
             target = pipe.encode_frames(original)
             targets.append(target)
             sources.append(pipe.encode_frames(to_model_frames(pair.edited)))
-            conditions.append(pipe._condition_latents(original[0].to(pipe.device), target.shape[1])[0])
+            conditions.append(pipe.condition_latents(original[0].to(pipe.device), target.shape[1])[0])
             image = pipe.embed_image(original[0])
             embeds.append(image[0] if image is not None else None)
             masks.append(self.latent_frames_mask(torch.from_numpy(pair.mask).float(), target.shape[1]))

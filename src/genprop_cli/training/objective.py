@@ -139,10 +139,15 @@ class EDMObjective:
         return denoising_loss(denoiser, batch, weights, generator, time_ids=self.time_ids, schedule=self.schedule)
 
 
+OBJECTIVES = ("svd", "wan")  # the backbone families `genprop train` has an objective for
+
+
 def objective_for(pipeline, schedule: NoiseSchedule = NoiseSchedule()):
     """The training objective of the pipeline's backbone family (EDM for SVD, flow matching for Wan)."""
+    if pipeline.family == "svd":
+        return EDMObjective(pipeline, schedule)
     if pipeline.family == "wan":
         from genprop_cli.training.flow_objective import FlowObjective
 
         return FlowObjective(pipeline)
-    return EDMObjective(pipeline, schedule)
+    raise ValueError(f"no training objective for backbone family {pipeline.family!r}")

@@ -33,10 +33,9 @@ from genprop_cli.errors import GenPropError, OptionError
 from genprop_cli.training.augment import AugmentConfig, PairSampler
 from genprop_cli.training.data import ClipSpec, open_dataset, sample_clip
 from genprop_cli.training.losses import LossWeights
-from genprop_cli.training.objective import NoiseSchedule, objective_for
+from genprop_cli.training.objective import OBJECTIVES, NoiseSchedule, objective_for
 
 CHECKPOINTS = "checkpoints"
-TRAINABLE_FAMILIES = ("svd", "wan")
 ADAPTER_FILE = "adapter.safetensors"
 
 
@@ -193,10 +192,10 @@ def check_trainable(model: str | None) -> None:
     from genprop_cli.weights import load_registry
 
     spec = load_registry().get(model)
-    if spec.family not in TRAINABLE_FAMILIES:
+    if spec.family not in OBJECTIVES:
         raise OptionError(
             f"variant {spec.name!r} is a {spec.family!r} backbone; training is implemented for "
-            f"{', '.join(TRAINABLE_FAMILIES)}"
+            f"{', '.join(OBJECTIVES)}"
         )
 
 

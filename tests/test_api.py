@@ -74,6 +74,23 @@ def test_propagate_streams_frames_in_order_with_input_timing(model, clip):
     assert [(e.chunk, e.chunks, e.step) for e in events] == [(1, 2, 1), (2, 2, 1)]
 
 
+def test_unset_chunk_and_overlap_come_from_the_variant_and_given_ones_win(model, clip, monkeypatch):
+    from dataclasses import replace
+
+    spec = model.variant.spec
+    defaults = replace(spec.defaults, chunk=64, overlap=4)
+    monkeypatch.setattr(model, "variant", replace(model.variant, spec=replace(spec, defaults=defaults)))
+    resolved = model.resolve(PropagationOptions(task=Task.EDIT))
+    assert (resolved.chunk, resolved.overlap, resolved.steps) == (64, 4, spec.defaults.steps)
+    given = model.resolve(PropagationOptions(task=Task.EDIT, chunk=32, overlap=8, steps=2, guidance=3.0))
+    assert (given.chunk, given.overlap, given.steps, given.guidance) == (32, 8, 2, 3.0)
+    events = []
+    list(model.propagate(clip, PropagationOptions(task=Task.EDIT, steps=1), on_progress=events.append))
+    assert {e.chunks for e in events} == {1}  # 40 frames: one 64-frame chunk, where the old fixed 32 made two
+    with pytest.raises(OptionError, match="smaller than --chunk"):
+        model.resolve(PropagationOptions(task=Task.EDIT, overlap=64))
+
+
 def test_each_chunk_is_conditioned_on_the_previous_chunks_generated_frame(model, clip, monkeypatch):
     calls = []
     original = model.pipeline.generate

@@ -4,6 +4,7 @@ reversed frames, a seamless join at the keyframe, untouched frames outside the r
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import av
 import numpy as np
@@ -173,6 +174,9 @@ def test_a_trimmed_range_is_output_alone_starting_at_zero_with_its_own_audio(tmp
 
 class _FlatModel:
     """Stands in for GenProp: every run outputs its keyframe image's first pixel value on every frame."""
+
+    def resolve(self, options):
+        return options.with_defaults(SimpleNamespace(chunk=32, overlap=8, steps=1, guidance=1.0))
 
     def propagate(self, view, options, on_progress=None, store=None):
         value = int(view.first_frame[0, 0, 0])

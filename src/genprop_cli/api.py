@@ -251,12 +251,9 @@ class GenProp:
     def name(self) -> str:
         return self.variant.spec.name
 
-    def effective_options(self, options: PropagationOptions) -> tuple[int, float]:
-        """Steps and guidance after applying the variant's defaults."""
-        defaults = self.variant.spec.defaults
-        steps = options.steps if options.steps is not None else defaults.steps
-        guidance = options.guidance if options.guidance is not None else defaults.guidance
-        return steps, guidance
+    def resolve(self, options: PropagationOptions) -> PropagationOptions:
+        """`options` with every unset value (chunk, overlap, steps, guidance) taken from the variant's defaults."""
+        return options.with_defaults(self.variant.spec.defaults)
 
     def check_clip(self, clip: Clip) -> None:
         """Refuses clips over the variant's frame limit before any work is done."""
@@ -278,7 +275,8 @@ class GenProp:
         it holds are replayed instead of sampled, and newly sampled chunks are added to it."""
         self.check_clip(clip)
         pipe = self.pipeline
-        steps, guidance = self.effective_options(options)
+        options = self.resolve(options)
+        steps, guidance = options.steps, options.guidance
         display = (clip.info.width, clip.info.height)
         work = working_size(*display, self.variant.spec.limits, pipe.size_multiple)
         chunks = len(plan_chunks(max(clip.info.num_frames, 1), options.chunk, options.overlap))
@@ -404,6 +402,7 @@ def propagate_keyframes(
     meet at the keyframe without a seam. Where two keyframes' segments meet, both runs extend `overlap / 2`
     frames past the boundary and are cross-faded over those `overlap` frames, as chunks are. Backward
     segments go through a scratch file (memory stays flat)."""
+    options = model.resolve(options)
     try:
         segments = plan_segments(clip.info.num_frames, [k.frame for k in keyframes], start, stop)
     except ValueError as exc:
@@ -618,7 +617,8 @@ def render(
     masks = Path(masks) if masks is not None else None
     check_output_path(output, input_path=clip.video, overwrite=overwrite)
     model.check_clip(clip)
-    steps, guidance = model.effective_options(options)
+    options = model.resolve(options)
+    steps, guidance = options.steps, options.guidance
     display = (clip.info.width, clip.info.height)
     work = working_size(*display, model.variant.spec.limits, model.pipeline.size_multiple)
     if preview is not None:
@@ -702,7 +702,7 @@ def render(
 
 def run_key(model: GenProp, clip: Clip, options: PropagationOptions) -> dict[str, object]:
     """Everything a render's chunks depend on: a work folder made under another key is never reused."""
-    steps, guidance = model.effective_options(options)
+    options = model.resolve(options)
     pipe = model.pipeline
     video = array_sha256(clip.in_memory) if clip.in_memory is not None else file_sha256(clip.video)
     chosen = {k: v for k, v in asdict(options).items() if k not in ("device", "dtype")}
@@ -712,7 +712,7 @@ def run_key(model: GenProp, clip: Clip, options: PropagationOptions) -> dict[str
         "variant": model.name,
         "adapter_sha256": model.variant.adapter_sha256,
         "backbone": dict(sorted(model.variant.spec.backbone_files.items())),
-        "options": {**chosen, "task": options.task.value, "steps": steps, "guidance": guidance},
+        "options": {**chosen, "task": options.task.value},
         "device": pipe.device.type,
         "dtype": str(pipe.dtype).removeprefix("torch."),
         "working_size": list(working_size(clip.info.width, clip.info.height, model.variant.spec.limits, pipe.size_multiple)),

@@ -128,8 +128,8 @@ def _run_task(
     seed: int,
     steps: Optional[int],
     guidance: Optional[float],
-    chunk: int,
-    overlap: int,
+    chunk: int | None,
+    overlap: int | None,
     composite: bool,
     prompt: str,
     compile: bool,
@@ -150,12 +150,13 @@ def _run_task(
 ) -> None:
     from genprop_cli import api
     from genprop_cli.video_io import EncoderOptions, InputLimits, check_output_path
+    from genprop_cli.weights import load_registry
 
     try:
         options = PropagationOptions(
             task=task, chunk=chunk, overlap=overlap, steps=steps, guidance=guidance, seed=seed,
             device=device, dtype=dtype, composite=composite, prompt=prompt,
-        )  # fmt: skip
+        ).with_defaults(load_registry().get(model).defaults)  # fmt: skip
         runtime = RuntimeOptions(
             compile=compile, offload=offload, vae_tiling=vae_tiling, attention_backend=attention_backend
         )
@@ -271,8 +272,14 @@ def _make_task_command(task: Task):
         guidance: Annotated[
             Optional[float], typer.Option(help="Classifier-free guidance scale (default: the variant's; <= 1 disables).")
         ] = None,
-        chunk: Annotated[int, typer.Option(help=f"Frames per chunk: {', '.join(map(str, CHUNK_SIZES))}.")] = 32,
-        overlap: Annotated[int, typer.Option(help="Frames shared (and cross-faded) by consecutive chunks.")] = 8,
+        chunk: Annotated[
+            Optional[int],
+            typer.Option(help=f"Frames per chunk: {', '.join(map(str, CHUNK_SIZES))} [default: the variant's, 32 or 64]."),
+        ] = None,
+        overlap: Annotated[
+            Optional[int],
+            typer.Option(help="Frames shared (and cross-faded) by consecutive chunks [default: the variant's, 8]."),
+        ] = None,
         composite: Annotated[
             bool, typer.Option(help="Take unmodified pixels (per the predicted mask) from the source at full resolution.")
         ] = False,
@@ -425,8 +432,8 @@ def _run_batch(
     seed: int,
     steps: Optional[int],
     guidance: Optional[float],
-    chunk: int,
-    overlap: int,
+    chunk: int | None,
+    overlap: int | None,
     composite: bool,
     prompt: str,
     compile: bool,
@@ -440,6 +447,7 @@ def _run_batch(
 ) -> None:
     from genprop_cli import api, batch
     from genprop_cli.video_io import EncoderOptions
+    from genprop_cli.weights import load_registry
 
     try:
         world = batch.World.from_env()
@@ -447,7 +455,7 @@ def _run_batch(
         options = PropagationOptions(
             chunk=chunk, overlap=overlap, steps=steps, guidance=guidance, seed=seed, device=device, dtype=dtype,
             composite=composite, prompt=prompt,
-        )  # fmt: skip
+        ).with_defaults(load_registry().get(model).defaults)  # fmt: skip
         runtime = RuntimeOptions(compile=compile, offload=offload, vae_tiling=vae_tiling, attention_backend=attention_backend)
         if overwrite and skip_existing:
             raise batch.OptionError("--overwrite and --skip-existing contradict each other")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from genprop_cli.errors import OptionError
@@ -30,8 +30,8 @@ class PropagationOptions:
     """How one clip is propagated. `None` means "the variant's default" (weights.toml)."""
 
     task: Task = Task.EDIT
-    chunk: int = 32
-    overlap: int = 8
+    chunk: int | None = None
+    overlap: int | None = None
     steps: int | None = None
     guidance: float | None = None
     seed: int = 0
@@ -41,18 +41,24 @@ class PropagationOptions:
     prompt: str = ""  # text conditioning, for backbones that read text (Wan); empty by default
 
     def __post_init__(self) -> None:
-        if self.chunk not in CHUNK_SIZES:
+        if self.chunk is not None and self.chunk not in CHUNK_SIZES:
             raise OptionError(f"--chunk must be one of {', '.join(map(str, CHUNK_SIZES))}, got {self.chunk}")
-        if not 1 <= self.overlap < self.chunk:
-            raise OptionError(
-                f"--overlap must be at least 1 and smaller than --chunk ({self.chunk}), got {self.overlap}"
-            )
+        if self.overlap is not None and self.overlap < 1:
+            raise OptionError(f"--overlap must be at least 1, got {self.overlap}")
+        if self.chunk is not None and self.overlap is not None and self.overlap >= self.chunk:
+            raise OptionError(f"--overlap must be smaller than --chunk ({self.chunk}), got {self.overlap}")
         if self.steps is not None and self.steps < 1:
             raise OptionError(f"--steps must be at least 1, got {self.steps}")
         if self.guidance is not None and self.guidance < 0:
             raise OptionError(f"--guidance must be >= 0, got {self.guidance}")
         if self.dtype not in DTYPES:
             raise OptionError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+
+    def with_defaults(self, defaults: object) -> PropagationOptions:
+        """These options with every unset value (chunk, overlap, steps, guidance) taken from `defaults` (a
+        variant's `weights.Defaults`); raises OptionError if the combination is invalid."""
+        chosen = {name: getattr(self, name) for name in ("chunk", "overlap", "steps", "guidance")}
+        return replace(self, **{k: getattr(defaults, k) if v is None else v for k, v in chosen.items()})
 
 
 OFFLOAD_MODES = ("none", "encoders", "group")

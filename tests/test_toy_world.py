@@ -328,6 +328,26 @@ def test_davis_export_is_read_by_the_training_dataset(tmp_path: Path) -> None:
     assert clip is not None and clip.frames.shape == (4, 32, 32, 3)
 
 
+def test_davis_export_with_shadows_annotates_each_object_with_its_own_uncovered_shadow(tmp_path: Path) -> None:
+    names = export.write_davis(tmp_path, 3, seed=3, frames=6, size=64, shadows=True)
+    dataset = DavisDataset(tmp_path)
+    grew = 0
+    for index, _ in enumerate(names):
+        expected = render(sample_scene(export._rng(3, export._DAVIS_STREAM, index), frames=6, size=64))
+        covered = np.logical_or.reduce(list(expected.instance_masks.values()))
+        union = np.zeros_like(covered)
+        for shape_id, masks in dataset.load(index).instances.items():
+            own, shadow = expected.instance_masks[shape_id], expected.shadow_masks[shape_id]
+            assert not (masks & ~(own | (shadow & ~covered))).any()  # only its own pixels and its own shadow's
+            np.testing.assert_array_equal(masks & covered, own)  # shapes keep their pixels
+            grew += int((masks & ~own).any())
+            union |= masks
+        # every uncovered shadow pixel is annotated (where two shadows overlap, one label has to win)
+        shadows = np.logical_or.reduce(list(expected.shadow_masks.values())) & ~covered
+        np.testing.assert_array_equal(union, covered | shadows)
+    assert grew > 0  # some shadow pixels really were added
+
+
 def test_label_maps_number_visible_instances_contiguously() -> None:
     masks = {2: np.zeros((1, 2, 2), bool), 5: np.eye(2, dtype=bool)[None], 7: np.zeros((1, 2, 2), bool)}
     masks[7][0, 0, 1] = True  # id 2 never shows, so 5 -> 1 and 7 -> 2

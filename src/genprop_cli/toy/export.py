@@ -2,7 +2,9 @@
 
 DAVIS: `<root>/JPEGImages/480p/<seq>/00000.jpg` (JPEG quality 95, 4:4:4 chroma so that small shapes keep
 their colours) and `<root>/Annotations/480p/<seq>/00000.png` (palette PNG: 0 background, instance ids
-1..K, contiguous per clip, DAVIS palette). Shadows are not annotated, as in DAVIS.
+1..K, contiguous per clip, DAVIS palette). Shadows are not annotated, as in DAVIS, unless asked
+(`shadows=True`): then each instance's mask also holds the visible pixels of its own shadow, as in
+datasets that segment an object together with its effects (shadows, reflections).
 
 Evaluation set: `<root>/index.json` and one folder per example, `<root>/<task>-<k:03d>/`, holding
 lossless PNGs `source/00000.png...`, `edited_first.png`, `target/00000.png...`, `masks/00000.png...`
@@ -78,18 +80,27 @@ def write_davis(
     *,
     frames: int = DEFAULT_FRAMES,
     size: int | tuple[int, int] = DEFAULT_SIZE,
+    shadows: bool = False,
 ) -> list[str]:
-    """Write `n_clips` toy clips in the DAVIS layout under `root`; returns the sequence names."""
+    """Write `n_clips` toy clips in the DAVIS layout under `root`; returns the sequence names. With `shadows`
+    each instance is annotated together with its shadow."""
     root = Path(root)
     names = []
     for index in range(n_clips):
         name = f"toy-{index:05d}"
         scene = sample_scene(_rng(seed, _DAVIS_STREAM, index), frames=frames, size=size)
         output = render(scene)
-        labels = label_maps(output.instance_masks)
+        masks = with_shadows(output.instance_masks, output.shadow_masks) if shadows else output.instance_masks
+        labels = label_maps(masks)
         _write_davis_sequence(root, name, output.frames, labels)
         names.append(name)
     return names
+
+
+def with_shadows(instance_masks: dict[int, np.ndarray], shadow_masks: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """Each instance's mask joined with its shadow's pixels that no shape covers (a shape keeps its own pixels)."""
+    any_shape = np.logical_or.reduce(list(instance_masks.values())) if instance_masks else False
+    return {i: mask | (shadow_masks.get(i, False) & ~any_shape) for i, mask in instance_masks.items()}
 
 
 def label_maps(instance_masks: dict[int, np.ndarray]) -> np.ndarray:

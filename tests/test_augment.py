@@ -1,10 +1,14 @@
-"""Synthetic pairs: the edited/original/mask invariant for every kind, task mapping, motion, mix ratios."""
+"""Synthetic pairs: the edited/original/mask invariant for every kind (on in-memory scenes and on clips read
+from DAVIS and YouTube-VIS folders), task mapping, motion, mix ratios."""
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import numpy as np
 import pytest
-from vis_datasets import ELLIPSE_COLOUR, RECT_COLOUR, scene
+from vis_datasets import ELLIPSE_COLOUR, RECT_COLOUR, scene, write_dataset
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,7 +24,8 @@ from genprop_cli.training.augment import (
     dilate,
     mask_and_fill,
 )
-from genprop_cli.training.data import VideoSample
+from genprop_cli.training.data import ClipSpec, VideoSample, open_dataset, sample_clip
+from genprop_cli.training.trainer import PairStream, TrainConfig
 
 
 def video(seed: int = 0, frames: int = 6, size: tuple[int, int] = (48, 32), **options) -> VideoSample:
@@ -38,25 +43,35 @@ def moving_square_donor(frames: int = 6) -> VideoSample:
     return VideoSample("donor", rgb, {5: masks})
 
 
-def make_pair(kind: str, seed: int) -> tuple[VideoSample, SyntheticPair]:
-    sample, rng = video(seed), np.random.default_rng(seed)
+def augment(kind: str, sample: VideoSample, donor: VideoSample, rng: np.random.Generator) -> SyntheticPair:
+    """Augmentation `kind` applied to `sample` (only copy-and-paste uses the donor)."""
     if kind == "copy_paste":
-        return sample, copy_and_paste(sample, video(seed + 100), rng)
+        return copy_and_paste(sample, donor, rng)
     if kind == "mask_fill":
-        return sample, mask_and_fill(sample, rng)
-    return sample, color_fill(sample, rng)
+        return mask_and_fill(sample, rng)
+    return color_fill(sample, rng)
 
 
-def check_invariant(pair: SyntheticPair, sample: VideoSample) -> None:
-    """What every pair guarantees (see training/augment.py)."""
+def make_pair(kind: str, seed: int) -> tuple[VideoSample, SyntheticPair]:
+    sample = video(seed)
+    return sample, augment(kind, sample, video(seed + 100), np.random.default_rng(seed))
+
+
+def check_pair(pair: SyntheticPair) -> None:
+    """What every pair guarantees on its own: it differs from its original exactly inside its mask."""
     assert pair.original.dtype == pair.edited.dtype == np.uint8 and pair.mask.dtype == bool
-    assert pair.original.shape == pair.edited.shape == sample.frames.shape
-    assert pair.mask.shape == sample.frames.shape[:3]
-    assert np.array_equal(pair.original, sample.frames) and pair.original is not sample.frames
+    assert pair.original.shape == pair.edited.shape and pair.mask.shape == pair.original.shape[:3]
     assert np.array_equal(pair.edited[~pair.mask], pair.original[~pair.mask])
     assert np.array_equal((pair.edited != pair.original).any(axis=-1), pair.mask)
     assert pair.mask[0].any()
     assert pair.kind in KINDS and isinstance(pair.task, Task)
+
+
+def check_invariant(pair: SyntheticPair, sample: VideoSample) -> None:
+    """What every pair guarantees (see training/augment.py), `sample` being the clip it was made from."""
+    check_pair(pair)
+    assert pair.original.shape == sample.frames.shape
+    assert np.array_equal(pair.original, sample.frames) and pair.original is not sample.frames
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -75,10 +90,7 @@ def test_invariant_holds_for_any_seed_and_motion(seed, kind, frames, speed):
     sample = VideoSample("s", rgb, instances)
     rng = np.random.default_rng(seed)
     donor = video(seed % 7, frames=max(1, frames - 1))  # shorter donors hold their last frame
-    pair = {"copy_paste": lambda: copy_and_paste(sample, donor, rng),
-            "mask_fill": lambda: mask_and_fill(sample, rng),
-            "color_fill": lambda: color_fill(sample, rng)}[kind]()
-    check_invariant(pair, sample)
+    check_invariant(augment(kind, sample, donor, rng), sample)
 
 
 def test_pairs_are_deterministic_for_a_seed():
@@ -227,3 +239,51 @@ def test_sampler_applies_the_drawn_kind():
 def test_bad_mix_raises_value_error(weights):
     with pytest.raises(ValueError):
         AugmentConfig(*weights)
+
+
+# --- on clips read from DAVIS and YouTube-VIS folders, as the trainer reads them -----------------------
+
+DISK_CLIP = ClipSpec(frames=4, size=(32, 24))
+
+
+@pytest.fixture(scope="module", params=["davis", "ytvis"])
+def on_disk(request, tmp_path_factory) -> tuple[str, Path]:
+    """(layout, root) of a tiny three-video dataset; the videos move at different speeds."""
+    videos = {f"seq{i}": scene(6, seed=i, speed=i + 1) for i in range(3)}
+    return request.param, write_dataset(tmp_path_factory.mktemp(request.param), request.param, videos)
+
+
+def disk_clips(layout: str, root: Path, draws: int, seed: int) -> list[VideoSample]:
+    """Clips cut from the dataset with the trainer's reader and sampler (draws with no instance left are dropped)."""
+    dataset = open_dataset(root, layout, min_frames=DISK_CLIP.frames)
+    rng = np.random.default_rng(seed)
+    clips = [sample_clip(dataset.load(int(rng.integers(len(dataset)))), DISK_CLIP, rng) for _ in range(draws)]
+    assert dataset.report.skipped == [] and dataset.report.used == 3
+    return [clip for clip in clips if clip is not None]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_keeps_the_invariant_on_clips_read_from_disk(on_disk, kind):
+    clips = disk_clips(*on_disk, draws=12, seed=0)
+    assert len(clips) >= 8 and clips[0].frames.shape == (4, 24, 32, 3)
+    for i, clip in enumerate(clips):
+        pair = augment(kind, clip, clips[-1 - i], np.random.default_rng(i))
+        check_invariant(pair, clip)
+        assert pair.kind == kind
+
+
+def test_the_trainers_pair_stream_on_disk_mixes_kinds_as_configured(on_disk):
+    """Kind frequencies over N draws are within 4 binomial standard errors, sqrt(p(1-p)/N), of the configured
+    (non-default) probabilities: +-0.09 for p = 0.5 at N = 480. Every pair differs from its clip exactly
+    inside its mask."""
+    layout, root = on_disk
+    mix = AugmentConfig(copy_paste=1, mask_fill=2, color_fill=1)
+    config = TrainConfig(data=str(root), output="unused", format=layout, frames=DISK_CLIP.frames,
+                         width=DISK_CLIP.size[0], height=DISK_CLIP.size[1], augment=mix)
+    stream = PairStream(config)
+    pairs = [pair for step in range(24) for pair in stream.pairs(step, 0, 0, 20)]
+    for pair in pairs:
+        check_pair(pair)
+    kinds = [pair.kind for pair in pairs]
+    for kind, p in mix.probabilities().items():
+        assert abs(kinds.count(kind) / len(kinds) - p) < 4 * math.sqrt(p * (1 - p) / len(kinds)), kind

@@ -148,17 +148,20 @@ def test_train_command_writes_an_adapter_and_a_json_summary(davis, tmp_path):
 
 def test_two_processes_through_accelerate_write_one_adapter(davis, tmp_path):
     out = tmp_path / "ddp"
+    (tmp_path / "warmup.toml").write_text("warmup_steps = 4\nlr = 1e-4\n")
     accelerate = Path(sys.executable).with_name("accelerate")
     cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "genprop_cli", "train", "--model", "random-tiny", "--data", str(davis),
            "--output", str(out), "--steps", "2", "--frames", "4", "--width", "32", "--height", "32",
-           "--device", "cpu", "-q"]  # fmt: skip
+           "--device", "cpu", "--config", str(tmp_path / "warmup.toml"), "-q"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["processes"] == 2
     assert sorted(p.name for p in out.glob("*.safetensors")) == ["adapter.safetensors"]
+    # Warmup counts optimizer steps, not optimizer steps times processes: lr after step s is lr * (s + 1) / 4.
+    assert [r["lr"] for r in read_log(out)] == pytest.approx([0.5e-4, 0.75e-4])
 
 
 def test_gradient_checkpointing_gives_the_same_losses(davis, tmp_path):
@@ -175,3 +178,179 @@ def test_clip_length_and_size_default_to_the_variants():
     assert (svd.frames, svd.width, svd.height) == (25, 1024, 576)
     tiny = with_variant_defaults(TrainConfig(data="d", output="o", model="random-tiny", frames=4))
     assert tiny.frames == 4 and tiny.width % 8 == 0 and tiny.height % 8 == 0 and tiny.width * tiny.height <= 4096
+
+
+# --- gradient accumulation and EMA ---------------------------------------------------------------------
+
+from dataclasses import fields  # noqa: E402
+
+from safetensors.torch import load_file  # noqa: E402
+
+from genprop_cli.training import trainer as trainer_module  # noqa: E402
+from genprop_cli.training.objective import EDMObjective, TrainingBatch  # noqa: E402
+
+
+class SameNoiseObjective(EDMObjective):
+    """The EDM objective with each clip's conditioning noise, sigma and noise fixed, so that a clip's loss does
+    not depend on the micro-batch it is in (the finite-difference probe still does: L_grad's weight is set 0)."""
+
+    def encode(self, pairs, generator: torch.Generator) -> TrainingBatch:
+        encode_one = super().encode
+        parts = [encode_one([pair], torch.Generator().manual_seed(0)) for pair in pairs]
+        return TrainingBatch(**{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(TrainingBatch)})
+
+    def loss(self, denoiser, batch, weights, generator):
+        b = batch.target.shape[0]
+        noise = torch.randn(batch.target.shape[1:], generator=torch.Generator().manual_seed(1)).expand_as(batch.target)
+        return denoising_loss(denoiser, batch, weights, generator, time_ids=self.time_ids, sigma=torch.ones(b),
+                              noise=noise)
+
+
+ADAMW = torch.optim.AdamW
+
+
+def recording_adamw(record: list) -> type:
+    """AdamW that appends to `record`, at each real optimizer step, the gradients it applies and the weights
+    it leaves."""
+
+    class RecordingAdamW(ADAMW):
+        def step(self, closure=None):
+            params = [p for group in self.param_groups for p in group["params"]]
+            grads = [p.grad.clone() for p in params]
+            loss = super().step(closure)
+            record.append((grads, [p.detach().clone() for p in params]))
+            return loss
+
+    return RecordingAdamW
+
+
+def test_two_accumulated_micro_batches_of_one_step_like_one_batch_of_two(davis, tmp_path, monkeypatch):
+    """The same two clips (masks of equal area, so a batch's region means are the mean of the clips') with the
+    same noise, for 2 steps: batch 1 x grad_accum 2 makes one optimizer step per two micro-batches and applies
+    the gradient that batch 2 x grad_accum 1 applies, within rtol 1e-4 + atol 1e-7 (gradients reach 4e-2; the
+    float32 summation order differs). The updated weights agree within lr / 100 (seen: 1.4e-6) wherever the
+    gradient is above float noise (|g| > 1e-6 at both steps); elsewhere Adam divides noise-level gradients
+    (~1e-10) by its eps (1e-8) and moves weights by a noise-dependent fraction of lr. A broken accumulation
+    moves weights by ~lr."""
+    pairs = fixed_pairs(2)
+    monkeypatch.setattr(trainer_module.PairStream, "pairs",
+                        lambda self, step, micro, process, count: pairs[micro * count:(micro + 1) * count])
+    monkeypatch.setattr(trainer_module, "objective_for", lambda pipe, schedule: SameNoiseObjective(pipe, schedule))
+    options = dict(steps=2, lr=1e-3, loss={"grad": 0.0})
+    applied: dict[str, list] = {"accumulated": [], "batched": []}
+    monkeypatch.setattr(torch.optim, "AdamW", recording_adamw(applied["accumulated"]))
+    accumulated = train(config(davis, tmp_path / "accum", batch_size=1, grad_accum=2, **options))
+    monkeypatch.setattr(torch.optim, "AdamW", recording_adamw(applied["batched"]))
+    batched = train(config(davis, tmp_path / "batch", batch_size=2, grad_accum=1, **options))
+    assert len(applied["accumulated"]) == len(applied["batched"]) == 2  # steps; the accumulated run had 4 micro-batches
+    for step, ((grads_a, _), (grads_b, _)) in enumerate(zip(applied["accumulated"], applied["batched"])):
+        assert len(grads_a) == len(grads_b) and any(g.abs().max() > 1e-3 for g in grads_a)
+        for ga, gb in zip(grads_a, grads_b):
+            torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-7, msg=lambda m: f"step {step}: {m}")
+    (first, _), (second, weights_a) = applied["accumulated"]
+    weights_b = applied["batched"][-1][1]
+    compared = 0
+    for g0, g1, wa, wb in zip(first, second, weights_a, weights_b):
+        learning = (g0.abs() > 1e-6) & (g1.abs() > 1e-6)
+        compared += int(learning.sum())
+        torch.testing.assert_close(wa[learning], wb[learning], rtol=0, atol=1e-5)
+    assert compared > 10_000
+    # The logged terms of a step are the mean over its micro-batches: here, the batch of two's.
+    for term, value in batched.final_terms.items():
+        assert accumulated.final_terms[term] == pytest.approx(value, rel=1e-4, abs=1e-7), term
+
+
+def test_an_ema_run_resumed_halfway_exports_the_same_adapter_as_an_uninterrupted_one(davis, tmp_path):
+    straight = train(config(davis, tmp_path / "straight", ema_decay=0.5))
+    split = tmp_path / "split"
+    train(config(davis, split, steps=2, ema_decay=0.5))
+    resumed = train(config(davis, split, steps=4, ema_decay=0.5))
+    assert resumed.resumed_from == 2
+    a, b = load_file(straight.adapter), load_file(resumed.adapter)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-7, msg=k)
+    # What was exported is the EMA, not the last weights (which the step-4 checkpoint holds).
+    last = load_file(str(latest_checkpoint(tmp_path / "straight") / "model.safetensors"))
+    assert any(not torch.equal(a[k], last[f"adapter.{k}"]) for k in a)
+
+
+# --- skipped annotations in the summary and on stderr ----------------------------------------------------
+
+from vis_datasets import write_dataset  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def ytvis_with_bad_annotations(tmp_path_factory) -> Path:
+    """Three YouTube-VIS videos with two instances each; one instance has a mask of the wrong size in a frame,
+    another is empty in every frame (both found when the dataset is indexed, so every run reports them)."""
+    root = write_dataset(tmp_path_factory.mktemp("ytvis"), "ytvis",
+                         {f"vid{i}": scene(frames=10, size=(48, 32), seed=i) for i in range(3)})
+    document = json.loads((root / "instances.json").read_text())
+    annotations = {a["id"]: a for a in document["annotations"]}
+    annotations[102]["segmentations"][3] = {"size": [30, 40], "counts": [1200]}
+    annotations[201]["segmentations"] = [None] * 10
+    (root / "instances.json").write_text(json.dumps(document))
+    return root
+
+
+def test_train_command_reports_skipped_annotations_in_the_summary_and_on_stderr(ytvis_with_bad_annotations, tmp_path):
+    from typer.testing import CliRunner
+
+    from genprop_cli.cli import app
+
+    out = tmp_path / "run"
+    args = ["train", "--data", str(ytvis_with_bad_annotations), "--format", "ytvis", "--model", "random-tiny",
+            "--steps", "2", "--output", str(out), "--frames", "4", "--width", "32", "--height", "32"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    dataset = json.loads((out / "summary.json").read_text())["dataset"]
+    assert (dataset["sequences"], dataset["used"], len(dataset["skipped"])) == (3, 3, 2)
+    reasons = {s["item"]: s["reason"] for s in dataset["skipped"]}
+    assert "segmentation is 40x30, the video is 48x32" in reasons["instances.json: annotation 102 (video 1)"]
+    assert "empty in every frame" in reasons["instances.json: annotation 201 (video 2)"]
+    assert f"skipped 2 unusable dataset items (see {out / 'summary.json'})" in result.stderr.splitlines()
+    quiet = CliRunner().invoke(app, [*args, "-q"])  # the finished run again: nothing to train, nothing said
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
+# --- the distributed engine --------------------------------------------------------------------------
+
+from accelerate.utils import DistributedType  # noqa: E402
+
+from genprop_cli.training.trainer import check_data_parallel, launched_engine  # noqa: E402
+
+
+@pytest.mark.parametrize("kind", ["FSDP", "DEEPSPEED", "MEGATRON_LM"])
+def test_sharding_engines_are_refused_with_one_line_that_says_ddp(kind):
+    for distributed_type in (DistributedType(kind), kind):
+        with pytest.raises(OptionError, match="runs on DDP") as refused:
+            check_data_parallel(distributed_type)
+        assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("kind", ["NO", "MULTI_CPU", "MULTI_GPU"])
+def test_single_process_and_ddp_are_accepted(kind):
+    check_data_parallel(DistributedType(kind))
+
+
+def test_the_engine_accelerate_launch_asks_for_is_read_from_its_environment():
+    assert launched_engine({}) == "NO"
+    assert launched_engine({"ACCELERATE_USE_FSDP": "false", "ACCELERATE_USE_DEEPSPEED": "False"}) == "NO"
+    assert launched_engine({"ACCELERATE_USE_FSDP": "true"}) == "FSDP"
+    assert launched_engine({"ACCELERATE_USE_DEEPSPEED": "TRUE"}) == "DEEPSPEED"
+
+
+def test_train_command_under_a_deepspeed_launch_fails_with_one_line_before_reading_data(tmp_path):
+    from typer.testing import CliRunner
+
+    from genprop_cli.cli import app
+
+    result = CliRunner().invoke(
+        app, ["train", "--data", str(tmp_path / "never-read"), "--model", "random-tiny",
+              "--output", str(tmp_path / "o"), "--frames", "4", "--width", "32", "--height", "32", "-q"],
+        env={"ACCELERATE_USE_DEEPSPEED": "true"},
+    )  # fmt: skip
+    assert result.exit_code == 2 and "runs on DDP, not DeepSpeed" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()

@@ -191,3 +191,18 @@ def fixed_pairs(n: int, frames: int, size: tuple[int, int], task: str) -> list:
         edited[mask] = [250, 20, 20]
         pairs.append(SimpleNamespace(original=original, edited=edited, mask=mask, task=task))
     return pairs
+
+
+def write_dataset(root: Path, layout: str, videos: Mapping[str, Video]) -> Path:
+    """`videos` in the "davis" or "ytvis" layout under `root`; returns `root`. YouTube-VIS annotation ids
+    are unique across the file, so there each video's instance ids are renumbered 100 * video + id."""
+    if layout == "davis":
+        return write_davis(root, videos)
+    if layout == "ytvis":
+        renumbered = {
+            name: (frames, {100 * i + k: masks for k, masks in instances.items()})
+            for i, (name, (frames, instances)) in enumerate(videos.items(), start=1)
+        }
+        write_ytvis(root, renumbered)
+        return root
+    raise ValueError(layout)

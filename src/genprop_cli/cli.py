@@ -630,6 +630,8 @@ def train_command(
     if json_out:
         typer.echo(result.to_json())
     if not quiet:
+        if note := result.skipped_note():
+            err.print(note, highlight=False, soft_wrap=True)
         terms = ", ".join(f"{k} {v:.4g}" for k, v in result.mean_terms_last_10.items())
         err.print(f"wrote {result.adapter} ({result.steps} steps, {result.steps_per_s:.2f} steps/s; last 10: {terms})", highlight=False)
 

@@ -1,8 +1,9 @@
 """`genprop train`: trains the SCE, MPD and task embedding on a frozen backbone with synthetic pairs.
 
-Hugging Face Accelerate runs it on one CPU, one GPU or many (`accelerate launch -m genprop_cli train ...`;
-DDP by default, DeepSpeed/FSDP through `accelerate config`). Only the adapter's parameters train: the
-backbone has no gradients and no optimizer state.
+Hugging Face Accelerate runs it on one CPU, one GPU or many GPUs and machines (`accelerate launch -m
+genprop_cli train ...`) with DDP. Only the adapter's parameters train: the backbone has no gradients and no
+optimizer state. DeepSpeed, FSDP and Megatron-LM are refused (`check_data_parallel`): a whole adapter
+replica fits each GPU, and the EMA and the export need its weights unsharded.
 
 Every step's data and noise are drawn from generators seeded by (seed, step, micro-batch, process), so a
 run resumed from a checkpoint (model, optimizer, LR scheduler, EMA and step, saved with Accelerate)
@@ -13,10 +14,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import resource
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from genprop_cli.training.objective import OBJECTIVES, NoiseSchedule, objective_
 
 CHECKPOINTS = "checkpoints"
 ADAPTER_FILE = "adapter.safetensors"
+SUMMARY_FILE = "summary.json"
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -187,6 +190,34 @@ class PairStream:
         raise GenPropError(f"could not draw usable training clips from {self.dataset.__class__.__name__}")
 
 
+SHARDING_ENGINES = {"DEEPSPEED": "DeepSpeed", "FSDP": "FSDP", "MEGATRON_LM": "Megatron-LM"}
+
+
+def launched_engine(environ: Mapping[str, str]) -> str:
+    """The sharding engine `accelerate launch` was configured with (its ACCELERATE_USE_* variables), or "NO"."""
+    for kind in SHARDING_ENGINES:
+        if environ.get(f"ACCELERATE_USE_{kind}", "false").lower() == "true":
+            return kind
+    return "NO"
+
+
+def check_data_parallel(distributed_type: str) -> None:
+    """Refuses an Accelerate distributed type that shards the model (DeepSpeed, FSDP, Megatron-LM).
+
+    Only the adapter trains (about 0.7-1.3 B parameters for svd-xt and wan-ti2v-5b), so a whole replica per
+    process fits a large GPU and DDP is enough; and the EMA (kept on the parameters as they were before
+    `prepare`) and the export (the unwrapped model's state) need every adapter weight whole on each
+    process, as DDP keeps them. The engines' own gradient accumulation and checkpoints are untested here.
+    """
+    kind = str(getattr(distributed_type, "value", distributed_type))
+    if kind in SHARDING_ENGINES:
+        raise OptionError(
+            f"genprop train runs on DDP, not {SHARDING_ENGINES[kind]}: only the adapter trains, a whole replica "
+            "fits each GPU, and its EMA and export need unsharded weights; choose multi-GPU (DDP) in "
+            "`accelerate config`"
+        )
+
+
 def check_trainable(model: str | None) -> None:
     """Refuses, before any data is read, a variant whose backbone family has no training objective here."""
     from genprop_cli.weights import load_registry
@@ -274,6 +305,13 @@ class TrainResult:
     def to_json(self) -> str:
         return json.dumps({"status": "ok", **asdict(self)}, indent=2)
 
+    def skipped_note(self) -> str | None:
+        """One line on how many dataset items were left out (each one's file and reason is in the summary)."""
+        count = len(self.dataset.get("skipped", []))
+        if count == 0:
+            return None
+        return f"skipped {count} unusable dataset item{'s' * (count != 1)} (see {Path(self.output) / SUMMARY_FILE})"
+
 
 def train(config: TrainConfig, *, on_log: Callable[[StepLog], None] | None = None) -> TrainResult:
     """Runs (or resumes) a training run; returns its summary (also written to <output>/summary.json)."""
@@ -283,11 +321,16 @@ def train(config: TrainConfig, *, on_log: Callable[[StepLog], None] | None = Non
     check_trainable(config.model)
     config = with_variant_defaults(config)
     output = Path(config.output)
+    check_data_parallel(launched_engine(os.environ))  # before Accelerate sets up (or imports) that engine
     accelerator = Accelerator(
         gradient_accumulation_steps=config.grad_accum,
         mixed_precision=config.mixed_precision,
         cpu=config.device == "cpu",
+        # Stepped by hand once per optimizer step: Accelerate would step it once per process, so that
+        # warmup_steps would end num_processes times too early.
+        step_scheduler_with_optimizer=False,
     )
+    check_data_parallel(accelerator.distributed_type)
     set_seed(config.seed)
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
@@ -313,6 +356,7 @@ def train(config: TrainConfig, *, on_log: Callable[[StepLog], None] | None = Non
     history: list[dict[str, float]] = []
     started = time.perf_counter()
     for step in range(start, config.steps):
+        micro_terms = []
         for micro in range(config.grad_accum):
             with accelerator.accumulate(model):
                 generator = torch.Generator(device=accelerator.device)
@@ -324,12 +368,14 @@ def train(config: TrainConfig, *, on_log: Callable[[StepLog], None] | None = Non
                 accelerator.backward(terms.total)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(params, config.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
+                optimizer.step()  # Accelerate skips it until the last micro-batch of the step
+                if accelerator.sync_gradients and not optimizer.step_was_skipped:
+                    scheduler.step()  # once per optimizer step, however many processes
                 optimizer.zero_grad(set_to_none=True)
+            micro_terms.append(torch.stack([v.detach().float() for v in vars(terms).values()]))
         if ema is not None:
             ema.update()
-        history.append(_gathered_terms(accelerator, terms))
+        history.append(_gathered_terms(accelerator, list(vars(terms)), micro_terms))
         done = step + 1
         rate = (done - start) / max(time.perf_counter() - started, 1e-9)
         if accelerator.is_main_process:
@@ -358,7 +404,7 @@ def train(config: TrainConfig, *, on_log: Callable[[StepLog], None] | None = Non
         failed_draws=stream.failed_draws,
     )
     if accelerator.is_main_process:
-        (output / "summary.json").write_text(result.to_json())
+        (output / SUMMARY_FILE).write_text(result.to_json())
     accelerator.end_training()
     return result
 
@@ -367,11 +413,11 @@ def _seed_of(seed: int, step: int, micro: int, process: int) -> int:
     return int(np.random.SeedSequence([seed, step, micro, process, 1]).generate_state(1)[0])
 
 
-def _gathered_terms(accelerator, terms) -> dict[str, float]:
-    """Loss terms averaged over processes (for logging only)."""
-    values = torch.stack([v.detach().float() for v in vars(terms).values()])
-    values = accelerator.reduce(values, reduction="mean")
-    return {k: float(v) for k, v in zip(vars(terms), values)}
+def _gathered_terms(accelerator, names: list[str], micro_terms: list[torch.Tensor]) -> dict[str, float]:
+    """A step's loss terms (one stacked tensor per micro-batch), averaged over its micro-batches and over
+    processes (for logging only)."""
+    values = accelerator.reduce(torch.stack(micro_terms).mean(dim=0), reduction="mean")
+    return {k: float(v) for k, v in zip(names, values)}
 
 
 def _append_log(output: Path, record: dict[str, float]) -> None:

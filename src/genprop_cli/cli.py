@@ -738,13 +738,16 @@ def toy_dataset(
     frames: Annotated[int, typer.Option(help="Frames per clip.")] = 32,
     size: Annotated[int, typer.Option(help="Frame width and height.")] = 64,
     seed: Annotated[int, typer.Option(help="World seed.")] = 0,
+    shadows: Annotated[
+        bool, typer.Option("--shadows/--no-shadows", help="Annotate each object together with its shadow.")
+    ] = False,
 ) -> None:
     """Write toy clips (shapes, shadows, a panning textured background) with instance masks, DAVIS layout."""
     from genprop_cli.toy import write_davis
 
     if output.exists() and any(output.iterdir()):
         raise fail(GenPropError(f"{output} is not empty"), False)
-    names = write_davis(output, clips, seed, frames=frames, size=size)
+    names = write_davis(output, clips, seed, frames=frames, size=size, shadows=shadows)
     err.print(f"wrote {len(names)} clips to {output}", highlight=False)
 
 

@@ -100,6 +100,21 @@ def test_resumed_run_follows_the_same_trajectory_as_an_uninterrupted_one(davis, 
     assert straight.final_terms["total"] == pytest.approx(second_half.final_terms["total"], rel=1e-4)
 
 
+def test_checkpoints_hold_only_the_adapter_and_only_the_newest_are_kept(davis, tmp_path):
+    from safetensors.torch import load_file
+
+    from genprop_cli.training.trainer import ADAPTER_PREFIX
+
+    result = train(config(davis, tmp_path / "run", steps=4, save_every=1, keep_checkpoints=2))
+    folders = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert folders == ["step-00000003", "step-00000004"]
+    saved = load_file(tmp_path / "run" / "checkpoints" / "step-00000004" / "model.safetensors")
+    exported = load_file(result.adapter)
+    assert set(saved) == {ADAPTER_PREFIX + k for k in exported}  # no frozen backbone tensor in a checkpoint
+    for key, value in exported.items():
+        torch.testing.assert_close(saved[ADAPTER_PREFIX + key], value, rtol=0, atol=0)
+
+
 def test_a_checkpoint_of_other_options_is_never_reused(davis, tmp_path):
     train(config(davis, tmp_path / "run", steps=2))
     with pytest.raises(OptionError, match="other options"):

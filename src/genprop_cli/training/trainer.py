@@ -38,6 +38,7 @@ from genprop_cli.training.losses import LossWeights
 from genprop_cli.training.objective import OBJECTIVES, NoiseSchedule, objective_for
 
 CHECKPOINTS = "checkpoints"
+ADAPTER_PREFIX = "adapter."  # the trainable part of the GenProp denoiser's state dict
 ADAPTER_FILE = "adapter.safetensors"
 SUMMARY_FILE = "summary.json"
 
@@ -77,6 +78,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     ema_decay: float | None = None  # e.g. 0.999; the exported adapter then holds the EMA weights
     save_every: int = 500
+    keep_checkpoints: int = 2  # the newest N checkpoints are kept (0: all)
     log_every: int = 10
     seed: int = 0
     device: str = "auto"  # auto | cpu
@@ -121,7 +123,7 @@ class TrainConfig:
 
     def resume_key(self) -> dict[str, Any]:
         """The options that must match for a checkpoint to be resumed (not `steps`, logging or saving)."""
-        skip = {"steps", "save_every", "log_every", "output"}
+        skip = {"steps", "save_every", "keep_checkpoints", "log_every", "output"}
         return {k: v for k, v in self.to_dict().items() if k not in skip}
 
 
@@ -347,6 +349,7 @@ def train(config: TrainConfig, *, on_log: Callable[[StepLog], None] | None = Non
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config.warmup_steps))
     model, optimizer, scheduler = accelerator.prepare(denoiser, optimizer, scheduler)
+    _checkpoint_adapter_only(accelerator)
     ema = EMA(params, config.ema_decay) if config.ema_decay else None
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
@@ -384,6 +387,8 @@ def train(config: TrainConfig, *, on_log: Callable[[StepLog], None] | None = Non
                 on_log(StepLog(done, config.steps, history[-1], scheduler.get_last_lr()[0], rate))
         if done % config.save_every == 0 or done == config.steps:
             _save_checkpoint(accelerator, config, output, done)
+            if accelerator.is_main_process:
+                _drop_old_checkpoints(output, config.keep_checkpoints)
 
     accelerator.wait_for_everyone()
     adapter_path = output / ADAPTER_FILE
@@ -446,6 +451,36 @@ def _truncate_log(output: Path, step: int) -> None:
     if log.exists():
         kept = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= step]
         log.write_text("".join(line + "\n" for line in kept))
+
+
+def _checkpoint_adapter_only(accelerator) -> None:
+    """Checkpoints hold the adapter's weights, not the frozen backbone's (several GB for svd-xt), which every run
+    loads from its variant anyway; resuming loads them back into the adapter, strictly."""
+    from accelerate.utils import SAFE_MODEL_NAME
+    from safetensors.torch import load_file
+
+    def keep_adapter(models, weights, output_dir) -> None:
+        for i, state in enumerate(weights):
+            weights[i] = {k: v for k, v in state.items() if k.startswith(ADAPTER_PREFIX)}
+
+    def load_adapter(models, input_dir) -> None:
+        for i, model in enumerate(models):
+            name = f"{SAFE_MODEL_NAME}.safetensors" if i == 0 else f"{SAFE_MODEL_NAME}_{i}.safetensors"
+            state = load_file(Path(input_dir) / name)
+            adapter_state = {k.removeprefix(ADAPTER_PREFIX): v for k, v in state.items()}
+            accelerator.unwrap_model(model).adapter.load_state_dict(adapter_state, strict=True)
+        models.clear()  # loaded here: Accelerate must not load them again (it would want the backbone too)
+
+    accelerator.register_save_state_pre_hook(keep_adapter)
+    accelerator.register_load_state_pre_hook(load_adapter)
+
+
+def _drop_old_checkpoints(output: Path, keep: int) -> None:
+    """Removes all but the newest `keep` complete checkpoints (0: keeps all)."""
+    if keep <= 0:
+        return
+    for old in sorted((output / CHECKPOINTS).glob("step-*[0-9]"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _save_checkpoint(accelerator, config: TrainConfig, output: Path, step: int) -> None:

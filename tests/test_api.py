@@ -198,3 +198,14 @@ def test_a_clip_held_in_memory_propagates_like_one_read_from_a_file(model, tmp_p
         Clip.from_frames(decoded.astype(np.float32), decoded[0])
     out = render(model, Clip.from_frames(decoded, decoded[0], fps=24), tmp_path / "mem.mp4", options)
     assert out.frames == 12 and out.audio_streams == 0
+
+
+def test_preserve_reaches_the_sampler_and_is_refused_where_it_cannot_work(model, clip, monkeypatch):
+    seen = []
+    original = model.pipeline.generate
+    monkeypatch.setattr(model.pipeline, "generate", lambda **kw: seen.append(kw["preserve"]) or original(**kw))
+    list(model.propagate(clip, PropagationOptions(task=Task.EDIT, steps=1, preserve=True)))
+    assert seen == [True, True]
+    wan = GenProp.load("random-tiny-wan", device="cpu")
+    with pytest.raises(OptionError, match="--preserve is not available for wan variants"):
+        next(wan.propagate(clip, PropagationOptions(task=Task.EDIT, steps=1, preserve=True)))

@@ -84,3 +84,59 @@ def test_conditioning_from_a_generated_latent_matches_vae_scale(pipe, frames):
     g = torch.Generator().manual_seed(0)
     direct = pipe.encode_condition(frames[0], g, noise_aug=0.0)
     torch.testing.assert_close(unscaled, direct, atol=1e-5, rtol=1e-5)
+
+
+# --- preserve: latents outside the MPD's region anchored to the source --------------------------------------
+
+
+class _ForcedMask(torch.nn.Module):
+    """The real denoiser, with its MPD made to say `logit` everywhere."""
+
+    def __init__(self, inner, logit: float) -> None:
+        super().__init__()
+        self.inner, self.logit = inner, logit
+
+    def forward(self, *args, **kwargs):
+        from dataclasses import replace
+
+        out = self.inner(*args, **kwargs)
+        return replace(out, mask_logits=torch.full_like(out.mask_logits, self.logit))
+
+
+def run_preserve(pipe, frames, preserve: bool, guidance: float = 1.0):
+    g = torch.Generator().manual_seed(5)
+    source = pipe.encode_frames(frames)
+    result = pipe.generate(
+        source_latents=source, condition_latent=pipe.encode_condition(frames[0], g, noise_aug=0.02),
+        image_embeds=pipe.embed_image(frames[0]), task=Task.EDIT, steps=3, guidance=guidance, generator=g,
+        preserve=preserve,
+    )  # fmt: skip
+    return source, result
+
+
+@pytest.mark.parametrize("guidance", [1.0, 3.0])
+def test_preserve_with_nothing_marked_returns_the_source_latents(pipe, frames, monkeypatch, guidance):
+    monkeypatch.setattr(pipe, "denoiser", _ForcedMask(pipe.denoiser, -30.0))
+    source, result = run_preserve(pipe, frames, preserve=True, guidance=guidance)
+    torch.testing.assert_close(result.latents, source, rtol=0, atol=1e-6)  # the last step's sigma is 0
+    _, free = run_preserve(pipe, frames, preserve=False, guidance=guidance)
+    assert (free.latents - source).abs().mean() > 0.1  # without it the model generates everything
+
+
+def test_preserve_with_everything_marked_is_plain_sampling(pipe, frames, monkeypatch):
+    monkeypatch.setattr(pipe, "denoiser", _ForcedMask(pipe.denoiser, 30.0))
+    _, anchored = run_preserve(pipe, frames, preserve=True)
+    _, plain = run_preserve(pipe, frames, preserve=False)
+    torch.testing.assert_close(anchored.latents, plain.latents, rtol=0, atol=0)
+
+
+def test_keep_unmodified_grows_the_region_and_noises_the_rest_to_sigma():
+    from genprop_cli.pipelines.svd import keep_unmodified
+
+    latents, source, noise = torch.full((1, 2, 7, 7), 5.0), torch.zeros(1, 2, 7, 7), torch.ones(1, 2, 7, 7)
+    logits = torch.full((1, 1, 7, 7), -10.0)
+    logits[0, 0, 3, 3] = 10.0  # one modified latent pixel
+    out = keep_unmodified(latents, source, logits, 0.5, noise, grow=1)
+    generated = torch.zeros(7, 7, dtype=torch.bool)
+    generated[2:5, 2:5] = True  # the pixel and its 8 neighbours
+    assert (out[0, :, generated] == 5.0).all() and (out[0, :, ~generated] == 0.5).all()

@@ -255,6 +255,11 @@ class GenProp:
         """`options` with every unset value (chunk, overlap, steps, guidance) taken from the variant's defaults."""
         return options.with_defaults(self.variant.spec.defaults)
 
+    def check_preserve(self, options: PropagationOptions) -> None:
+        """Refuses --preserve for a family whose sampler cannot anchor latents, before any work is done."""
+        if options.preserve and not self.pipeline.supports_preserve:
+            raise OptionError(f"--preserve is not available for {self.pipeline.family} variants; --composite is")
+
     def check_clip(self, clip: Clip) -> None:
         """Refuses clips over the variant's frame limit before any work is done."""
         limit = self.variant.spec.limits.max_frames
@@ -277,6 +282,7 @@ class GenProp:
         pipe = self.pipeline
         options = self.resolve(options)
         steps, guidance = options.steps, options.guidance
+        self.check_preserve(options)
         display = (clip.info.width, clip.info.height)
         work = working_size(*display, self.variant.spec.limits, pipe.size_multiple)
         chunks = len(plan_chunks(max(clip.info.num_frames, 1), options.chunk, options.overlap))
@@ -316,6 +322,7 @@ class GenProp:
                     steps=steps,
                     guidance=guidance,
                     generator=generator,
+                    preserve=options.preserve,
                     on_step=step_done,
                 )
                 if store is not None:
@@ -618,6 +625,7 @@ def render(
     check_output_path(output, input_path=clip.video, overwrite=overwrite)
     model.check_clip(clip)
     options = model.resolve(options)
+    model.check_preserve(options)
     steps, guidance = options.steps, options.guidance
     display = (clip.info.width, clip.info.height)
     work = working_size(*display, model.variant.spec.limits, model.pipeline.size_multiple)

@@ -64,6 +64,7 @@ def _parse_bool(text: str) -> bool:
 # Per-job options a jobs-file line may carry as KEY=VALUE (PropagationOptions fields).
 JOB_OPTIONS: dict[str, Callable[[str], object]] = {
     "seed": int, "steps": int, "guidance": float, "chunk": int, "overlap": int, "prompt": str, "composite": _parse_bool,
+    "preserve": _parse_bool,
 }  # fmt: skip
 
 

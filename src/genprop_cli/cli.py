@@ -131,6 +131,7 @@ def _run_task(
     chunk: int | None,
     overlap: int | None,
     composite: bool,
+    preserve: bool,
     prompt: str,
     compile: bool,
     offload: str,
@@ -155,7 +156,7 @@ def _run_task(
     try:
         options = PropagationOptions(
             task=task, chunk=chunk, overlap=overlap, steps=steps, guidance=guidance, seed=seed,
-            device=device, dtype=dtype, composite=composite, prompt=prompt,
+            device=device, dtype=dtype, composite=composite, preserve=preserve, prompt=prompt,
         ).with_defaults(load_registry().get(model).defaults)  # fmt: skip
         runtime = RuntimeOptions(
             compile=compile, offload=offload, vae_tiling=vae_tiling, attention_backend=attention_backend
@@ -283,6 +284,11 @@ def _make_task_command(task: Task):
         composite: Annotated[
             bool, typer.Option(help="Take unmodified pixels (per the predicted mask) from the source at full resolution.")
         ] = False,
+        preserve: Annotated[
+            bool,
+            typer.Option(help="While sampling, keep what the predicted mask leaves unmodified anchored to the source "
+                              "(SVD variants)."),
+        ] = False,
         prompt: Annotated[
             str, typer.Option(help="Text conditioning for backbones that read text (Wan); empty by default.")
         ] = "",
@@ -335,7 +341,7 @@ for _task in Task:
 # The task commands' options that also apply to every job of a batch (declared once, above).
 _BATCH_SHARED = (
     "overwrite", "model", "adapter", "device", "dtype", "seed", "steps", "guidance", "chunk", "overlap", "composite",
-    "prompt", "compile", "offload", "vae_tiling", "attention_backend", "crf", "preset", "quiet", "verbose",
+    "preserve", "prompt", "compile", "offload", "vae_tiling", "attention_backend", "crf", "preset", "quiet", "verbose",
 )  # fmt: skip
 
 
@@ -435,6 +441,7 @@ def _run_batch(
     chunk: int | None,
     overlap: int | None,
     composite: bool,
+    preserve: bool,
     prompt: str,
     compile: bool,
     offload: str,
@@ -454,7 +461,7 @@ def _run_batch(
         device = world.device(device)
         options = PropagationOptions(
             chunk=chunk, overlap=overlap, steps=steps, guidance=guidance, seed=seed, device=device, dtype=dtype,
-            composite=composite, prompt=prompt,
+            composite=composite, preserve=preserve, prompt=prompt,
         ).with_defaults(load_registry().get(model).defaults)  # fmt: skip
         runtime = RuntimeOptions(compile=compile, offload=offload, vae_tiling=vae_tiling, attention_backend=attention_backend)
         if overwrite and skip_existing:

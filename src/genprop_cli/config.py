@@ -38,6 +38,7 @@ class PropagationOptions:
     device: str = "auto"
     dtype: str = "auto"
     composite: bool = False
+    preserve: bool = False  # SVD family: anchor what the MPD leaves unmodified to the source while sampling
     prompt: str = ""  # text conditioning, for backbones that read text (Wan); empty by default
 
     def __post_init__(self) -> None:

@@ -37,10 +37,32 @@ class SVDConditioning:
     noise_aug_strength: float = 0.02
 
 
+def keep_unmodified(
+    latents: torch.Tensor,
+    source_latents: torch.Tensor,
+    mask_logits: torch.Tensor,
+    sigma: torch.Tensor | float,
+    noise: torch.Tensor,
+    *,
+    threshold: float = 0.5,
+    grow: int = 1,
+) -> torch.Tensor:
+    """RePaint-style anchoring for one chunk: outside the MPD's modified region (probability > `threshold`,
+    grown by `grow` latent pixels so that its edge is generated too), the latents become the source's noised
+    to `sigma` (EDM: x = x0 + sigma * noise), so the model generates only the region it changes, with the
+    rest of the clip exact around it. Shapes: latents/source/noise (F, C, h, w), mask_logits (F, 1, h, w)."""
+    region = (torch.sigmoid(mask_logits.float()) > threshold).float()
+    if grow > 0:
+        region = F.max_pool2d(region, 2 * grow + 1, stride=1, padding=grow)
+    known = source_latents.float() + float(sigma) * noise.float()
+    return (region * latents.float() + (1 - region) * known).to(latents.dtype)
+
+
 class GenPropSVDPipeline:
     """Frozen SVD components + a GenProp adapter; methods are the steps of propagating one chunk."""
 
     family = "svd"
+    supports_preserve = True  # `generate(preserve=True)`: latents outside the MPD's region anchored to the source
 
     def __init__(
         self,
@@ -200,9 +222,12 @@ class GenPropSVDPipeline:
         guidance: float,
         generator: torch.Generator | None = None,
         sce_scale: float = 1.0,
+        preserve: bool = False,
         on_step: StepCallback | None = None,
     ) -> ChunkResult:
-        """Denoises one chunk. `source_latents` (F, C, h, w) scaled; `condition_latent` (C, h, w) unscaled."""
+        """Denoises one chunk. `source_latents` (F, C, h, w) scaled; `condition_latent` (C, h, w) unscaled.
+        With `preserve`, after every step the latents outside the region the MPD marks as modified are reset
+        to the source's, noised to the step's level (`keep_unmodified`)."""
         frames, channels, h, w = source_latents.shape
         use_cfg = guidance > 1.0
         batch = 2 if use_cfg else 1
@@ -211,6 +236,8 @@ class GenPropSVDPipeline:
         shape = (1, frames, channels, h, w)
         latents = torch.randn(shape, generator=generator, device=self.device, dtype=torch.float32).to(self.dtype)
         latents = latents * self.scheduler.init_noise_sigma
+        # Drawn after the initial noise, so that preserve=False samples exactly what it did without the option.
+        known_noise = torch.randn(shape, generator=generator, device=self.device, dtype=torch.float32) if preserve else None
 
         image_latents = condition_latent[None, None].expand(1, frames, -1, -1, -1)
         context = image_embeds
@@ -234,6 +261,9 @@ class GenPropSVDPipeline:
                 pred = uncond + guidance * (cond - uncond)
             mask_logits = out.mask_logits[-1:]  # conditional branch
             latents = self.scheduler.step(pred, t, latents).prev_sample
+            if known_noise is not None:
+                sigma = self.scheduler.sigmas[i + 1]
+                latents = keep_unmodified(latents[0], source_latents, mask_logits[0], sigma, known_noise[0])[None]
             if on_step is not None:
                 on_step(i + 1, steps)
         return ChunkResult(latents=latents[0], mask=torch.sigmoid(mask_logits[0].float()))

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from genprop_cli.config import RuntimeOptions, Task
-from genprop_cli.errors import WeightsError
+from genprop_cli.errors import OptionError, WeightsError
 from genprop_cli.models.backbones import backbone_for
 from genprop_cli.models.genprop import AdapterConfig, GenPropAdapter, GenPropDenoiser
 from genprop_cli.pipelines import ChunkResult
@@ -52,6 +52,9 @@ class GenPropWanPipeline:
     """Frozen Wan components + a GenProp adapter; methods are the steps of propagating one chunk."""
 
     family = "wan"
+    # No `preserve`: its multistep scheduler (UniPC) keeps a history of model outputs that reset latents
+    # would contradict; the pixel --composite works for every family.
+    supports_preserve = False
 
     def __init__(
         self, wan_pipeline, adapter: GenPropAdapter | None = None, *, sce_blocks: int | None = None,
@@ -251,9 +254,12 @@ class GenPropWanPipeline:
         guidance: float,
         generator: torch.Generator | None = None,
         sce_scale: float = 1.0,
+        preserve: bool = False,
         on_step: StepCallback | None = None,
     ) -> ChunkResult:
         """Denoises one chunk. `source_latents` (C, F_lat, h, w); `condition` the first frame (3, H, W) in [-1, 1]."""
+        if preserve:
+            raise OptionError("--preserve is not available for Wan variants; --composite is")
         channels, latent_frames, h, w = source_latents.shape
         use_cfg = guidance > 1.0
         batch = 2 if use_cfg else 1

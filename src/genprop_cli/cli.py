@@ -709,6 +709,9 @@ def eval_command(
     task: Annotated[Optional[list[str]], typer.Option(help="Only these tasks (repeatable).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     overwrite: Annotated[bool, typer.Option("--overwrite", "-y", help="Replace an existing report.")] = False,
+    preserve: Annotated[
+        bool, typer.Option("--preserve", help="Also score each GenProp run sampled with --preserve (\"+preserve\").")
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Tracebacks for internal errors.")] = False,
@@ -722,7 +725,7 @@ def eval_command(
             eval_set=eval_set, output=output, model=model, adapters=_parse_adapters(adapter or []),
             variant_adapter=variant_adapter, baselines=baselines, clip_model=clip_model, steps=steps,
             guidance=guidance, seed=seed, limit=limit, tasks=tuple(Task(t) for t in task) if task else tuple(Task),
-            device=device, overwrite=overwrite,
+            device=device, overwrite=overwrite, preserve=preserve,
         )  # fmt: skip
         report = runner.run_eval(
             request, on_example=None if quiet else lambda i, n, name: err.print(f"[{i}/{n}] {name}", highlight=False)

@@ -56,13 +56,16 @@ class MethodOutput:
 Method = Callable[[EvalExample], "MethodOutput | dict[str, MethodOutput]"]
 
 
-def genprop_method(model, *, steps: int | None = None, guidance: float | None = None, seed: int = 0) -> Method:
+def genprop_method(
+    model, *, steps: int | None = None, guidance: float | None = None, seed: int = 0, preserve: bool = False
+) -> Method:
     """A loaded `GenProp` variant as an evaluation method; one generation scored twice: as generated,
-    and "+composite" (pixels outside its MPD mask taken from the source, as `--composite` does)."""
+    and "+composite" (pixels outside its MPD mask taken from the source, as `--composite` does).
+    `preserve` samples as `--preserve` does."""
     from genprop_cli.api import Clip
 
     def run(example: EvalExample) -> dict[str, MethodOutput]:
-        options = PropagationOptions(task=example.task, steps=steps, guidance=guidance, seed=seed)
+        options = PropagationOptions(task=example.task, steps=steps, guidance=guidance, seed=seed, preserve=preserve)
         clip = Clip.from_frames(example.source, example.edited_first, name=example.name)
         frames = list(model.propagate(clip, options))
         video = np.stack([f.rgb for f in frames])
@@ -246,6 +249,7 @@ class EvalRequest:
     tasks: tuple[Task, ...] = tuple(Task)
     device: str = "auto"
     overwrite: bool = False
+    preserve: bool = False  # also score each GenProp run sampled with --preserve ("<name>+preserve")
 
 
 def load_examples(request: EvalRequest) -> list[EvalExample]:
@@ -276,6 +280,10 @@ def build_methods(request: EvalRequest) -> dict[str, Method]:
     for name, adapter in runs.items():
         model = GenProp.load(request.model, adapter=adapter, device=request.device)
         methods[name] = genprop_method(model, steps=request.steps, guidance=request.guidance, seed=request.seed)
+        if request.preserve:
+            methods[f"{name}+preserve"] = genprop_method(
+                model, steps=request.steps, guidance=request.guidance, seed=request.seed, preserve=True
+            )
     if request.baselines:
         methods |= {name: baseline_method(name) for name in BASELINES}
     if not methods:

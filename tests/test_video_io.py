@@ -17,8 +17,10 @@ from clips import (
     audio_duration_s,
     audio_onset_s,
     audio_packets,
+    frame_times_ms,
     ffmpeg_decode_rgb,
     make_audio_only,
+    make_clip,
     make_text_file,
     make_truncated,
     make_zero_byte,
@@ -509,3 +511,16 @@ def test_the_same_frames_always_encode_to_the_same_pictures(tmp_path):
                 writer.write(rgb, index, Fraction(1, 24))
         decoded.add(frames_rgb(out).tobytes())
     assert len(decoded) == 1
+
+
+@pytest.mark.parametrize("vfr", [False, True])
+def test_a_time_maps_to_the_frame_shown_at_that_time(tmp_path, vfr):
+    times = [t / 1000 for t in frame_times_ms(30, 24, vfr)]
+    info = probe_video(make_clip(tmp_path / "c.mkv", frames=30, audio=None, vfr=vfr))
+    assert info.frame_times == pytest.approx(times, abs=1e-6)
+    for index in (0, 7, 18, 29):
+        assert info.frame_at(times[index]) == index  # at its own time
+        assert info.frame_at(times[index] + 0.004) == index  # still shown 4 ms later (steps are >= 10 ms)
+    assert info.frame_at(times[-1] + 5.0) == 29 and info.frame_at(0.0) == 0
+    if vfr:  # where the average rate would land elsewhere
+        assert any(round(times[i] * info.fps) != i for i in range(30))

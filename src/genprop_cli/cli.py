@@ -216,19 +216,18 @@ def _keyframes(clip, images: list[Path], at: list[str] | None, start: str | None
     from genprop_cli import api
     from genprop_cli.images import load_first_frame
 
-    fps = clip.info.fps
-    start_frame = parse_position(start, fps, "--start") if start else 0
-    stop_frame = parse_position(end, fps, "--end") if end else None
+    start_frame = parse_position(start, clip.info.frame_at, "--start") if start else 0
+    stop_frame = parse_position(end, clip.info.frame_at, "--end") if end else None
     notes = list(clip.notes)
     if not at:
         if start is None and end is None:
             return None, 0, None, notes
         return [api.Keyframe(start_frame, clip.first_frame)], start_frame, stop_frame, notes
-    keyframes = [api.Keyframe(parse_position(at[0], fps), clip.first_frame)]
+    keyframes = [api.Keyframe(parse_position(at[0], clip.info.frame_at), clip.first_frame)]
     for position, path in zip(at[1:], images[1:]):
         image, note = load_first_frame(path, (clip.info.width, clip.info.height))
         notes += [note] if note else []
-        keyframes.append(api.Keyframe(parse_position(position, fps), image))
+        keyframes.append(api.Keyframe(parse_position(position, clip.info.frame_at), image))
     return sorted(keyframes, key=lambda k: k.frame), start_frame, stop_frame, notes
 
 

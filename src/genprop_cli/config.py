@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import Enum
 
@@ -79,8 +80,9 @@ class RuntimeOptions:
             raise OptionError(f"--offload must be one of {', '.join(OFFLOAD_MODES)}, got {self.offload!r}")
 
 
-def parse_position(text: str, fps: float, option: str = "--at") -> int:
-    """A frame index from `120` (frame), `2.5s` (seconds) or `1:02.5` / `0:01:02.5` (clock time)."""
+def parse_position(text: str, frame_at: Callable[[float], int], option: str = "--at") -> int:
+    """A frame index from `120` (frame), `2.5s` (seconds) or `1:02.5` / `0:01:02.5` (clock time); a time
+    becomes the frame shown at that time through `frame_at` (the clip's own timestamps: `VideoInfo.frame_at`)."""
     value = text.strip()
     try:
         if value.isdigit():
@@ -95,6 +97,6 @@ def parse_position(text: str, fps: float, option: str = "--at") -> int:
             raise ValueError(value)
     except ValueError:
         raise OptionError(f"{option} {text!r}: give a frame number (120), seconds (2.5s) or a time (0:02.5)") from None
-    if seconds < 0 or not fps:
+    if seconds < 0 or seconds != seconds:
         raise OptionError(f"{option} {text!r}: not a position in the clip")
-    return round(seconds * fps)
+    return frame_at(seconds)

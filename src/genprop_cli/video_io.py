@@ -6,13 +6,14 @@ is raised as a :mod:`genprop_cli.errors` class whose message names the file.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import os
 import platform
 import secrets
 import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -79,6 +80,15 @@ class VideoInfo:
     duration_s: float
     codec: str
     audio: tuple[AudioStreamInfo, ...]
+    # Presentation time of each frame in seconds from the first, in order; empty when the stream has no
+    # timestamps (raw elementary streams), where positions fall back to the average rate.
+    frame_times: tuple[float, ...] = ()
+
+    def frame_at(self, seconds: float) -> int:
+        """Index of the frame shown `seconds` after the first one: exact on variable frame rate clips."""
+        if self.frame_times:
+            return max(bisect.bisect_right(self.frame_times, seconds + 1e-6) - 1, 0)
+        return round(seconds * self.fps)
 
     @property
     def fps(self) -> float:
@@ -215,6 +225,7 @@ class _PacketScan:
     first_pts: int | None = None
     end_pts: int | None = None
     first_frame: av.VideoFrame | None = None
+    pts: list[int] = field(default_factory=list)  # every packet's pts (decode order), when all have one
 
 
 def _scan_video_packets(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
@@ -227,6 +238,7 @@ def _scan_video_packets(container: av.container.InputContainer, stream: av.video
                 continue
             scan.count += 1
             if packet.pts is not None:
+                scan.pts.append(packet.pts)
                 end = packet.pts + (packet.duration or 0)
                 scan.first_pts = packet.pts if scan.first_pts is None else min(scan.first_pts, packet.pts)
                 scan.end_pts = end if scan.end_pts is None else max(scan.end_pts, end)
@@ -314,7 +326,16 @@ def probe_video(path: Path, limits: InputLimits = InputLimits()) -> VideoInfo:
             duration_s=_duration_s(container, stream, scan, time_base),
             codec=_codec_name(stream),
             audio=_audio_infos(container),
+            frame_times=_frame_times(scan, time_base),
         )
+
+
+def _frame_times(scan: _PacketScan, time_base: Fraction) -> tuple[float, ...]:
+    """Presentation times (s, from the first frame) of the scanned frames; () unless every packet had a pts."""
+    if not scan.pts or len(scan.pts) != scan.count:
+        return ()
+    first = min(scan.pts)
+    return tuple(float((p - first) * time_base) for p in sorted(scan.pts))
 
 
 def _decoded(container: av.container.InputContainer, stream: av.video.stream.VideoStream,

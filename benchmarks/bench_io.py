@@ -11,7 +11,9 @@ times, interleaved (the order alternates from one repeat to the next):
 * ffmpeg: ``ffmpeg -i in.mp4 -c:v libx264 -preset P -crf C -pix_fmt yuv420p -c:a copy out.mp4``.
 
 and, as a second pair, decoding alone: ``iter_frames`` (RGB arrays) vs ffmpeg decoding to raw rgb24
-(``-pix_fmt rgb24 -f rawvideo``) into /dev/null.
+(``-pix_fmt rgb24 -f rawvideo``) into /dev/null; with ``--rgb-pair``, a third: the transcode against ffmpeg
+made to take the same RGB round trip the model interface needs (``-vf format=rgb24`` before the yuv420p
+encoder), which isolates what the I/O layer costs beyond those two colour conversions.
 
 Threads: both sides run with their defaults, which are the same budget: libavcodec's automatic frame
 threading for the H.264 decoder and x264's automatic thread count for the encoder. The x264 settings
@@ -145,6 +147,7 @@ def main() -> None:
     parser.add_argument("--crf", type=int, default=DEFAULTS.crf, help=f"x264 CRF (default: {DEFAULTS.crf}, the project's)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-decode", action="store_true", help="skip the decode-only pair")
+    parser.add_argument("--rgb-pair", action="store_true", help="also time ffmpeg taking the same RGB round trip")
     parser.add_argument("--ffmpeg-x264-params", default="",
                         help="extra -x264-params for ffmpeg, e.g. asm=avx2 (what the writer sets on AVX-512 hosts)")
     args = parser.parse_args()
@@ -162,12 +165,13 @@ def main() -> None:
         ours_out, ff_out = tmp_path / "ours.mp4", tmp_path / "ffmpeg.mp4"
         ff_cmd = ffmpeg_transcode_cmd(ffmpeg, src, ff_out, encoder, args.ffmpeg_x264_params)
         ff_dec = ffmpeg_decode_cmd(ffmpeg, src)
+        ff_rgb = ff_cmd[:ff_cmd.index("-c:v")] + ["-vf", "format=rgb24"] + ff_cmd[ff_cmd.index("-c:v"):]
 
         # One untimed warm-up of each (page cache, lazy imports, x264 tables).
         ours_transcode(src, ours_out, encoder)
         subprocess.run(ff_cmd, check=True)
 
-        t_ours, t_ff, d_ours, d_ff = [], [], [], []
+        t_ours, t_ff, d_ours, d_ff, r_ours, r_ff = [], [], [], [], [], []
         loads = [os.getloadavg()[0]]
         for repeat in range(args.repeats):
             pair = [("ours", lambda: ours_transcode(src, ours_out, encoder)),
@@ -178,6 +182,11 @@ def main() -> None:
                 pair = [("ours", lambda: ours_decode(src)), ("ffmpeg", lambda: subprocess.run(ff_dec, check=True))]
                 for name, fn in pair if repeat % 2 == 0 else pair[::-1]:
                     (d_ours if name == "ours" else d_ff).append(timed(fn))
+            if args.rgb_pair:
+                pair = [("ours", lambda: ours_transcode(src, ours_out, encoder)),
+                        ("ffmpeg", lambda: subprocess.run(ff_rgb, check=True))]
+                for name, fn in pair if repeat % 2 == 0 else pair[::-1]:
+                    (r_ours if name == "ours" else r_ff).append(timed(fn))
             loads.append(os.getloadavg()[0])
 
         # The outputs of the last repeat: same frame count as the input, audio kept, on both sides.
@@ -208,6 +217,9 @@ def main() -> None:
         if not args.no_decode:
             print("decode to RGB uint8 only:")
             ratios(frames, d_ours, d_ff)
+        if args.rgb_pair:
+            print("transcode, ffmpeg also through rgb24 (-vf format=rgb24):")
+            ratios(frames, r_ours, r_ff)
 
 
 if __name__ == "__main__":

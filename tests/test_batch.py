@@ -341,3 +341,18 @@ def test_torchrun_two_processes_split_the_jobs_and_merge_one_summary(three_jobs,
     assert decoded_frames(tmp_path / "a.genprop-edit.mp4") == FRAMES
     assert decoded_frames(tmp_path / "sub dir" / "b.genprop-track.mp4") == FRAMES
     assert not list(tmp_path.glob(".jobs.genprop-batch.json.parts-*"))
+
+
+def test_a_job_can_carry_positions_and_is_rendered_over_that_range_alone(three_jobs, tmp_path):
+    (tmp_path / "jobs.txt").write_text("a.mp4 a.png edit trimmed.mp4 start=2 end=6\n"
+                                       "a.mp4 a.png edit spliced.mp4 start=2 end=6 splice=yes steps=1 at=4\n")
+    (trimmed, spliced) = parse_jobs(three_jobs)
+    assert dict(spliced.positions) == {"start": "2", "end": "6", "splice": True, "at": "4"}
+    assert dict(spliced.overrides) == {"steps": 1}
+    result = runner.invoke(app, ["batch", str(three_jobs), "-m", "random-tiny", "--steps", "1", "-q", "--json"])
+    assert result.exit_code == 0, result.output
+    assert decoded_frames(tmp_path / "trimmed.mp4") == 4  # frames 2..5 alone
+    assert decoded_frames(tmp_path / "spliced.mp4") == FRAMES  # the whole clip, the range replaced
+    with pytest.raises(JobsError, match="unknown job option 'from'"):
+        (tmp_path / "bad.txt").write_text("a.mp4 a.png edit from=3\n")
+        parse_jobs(tmp_path / "bad.txt")

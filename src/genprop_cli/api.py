@@ -21,7 +21,7 @@ import tempfile
 from fractions import Fraction
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from genprop_cli.chunking import ChunkSpan, Segment, Stitcher, plan_chunks, plan_segments
-from genprop_cli.config import PropagationOptions, RuntimeOptions, Task
+from genprop_cli.config import PropagationOptions, RuntimeOptions, Task, parse_position
 from genprop_cli.errors import DeviceError, OptionError, OutputError
 from genprop_cli.images import load_first_frame, save_png_atomic
 from genprop_cli.preview import ContactSheet
@@ -389,6 +389,30 @@ def _passthrough(frame: VideoFrame) -> OutputFrame:
     """A frame outside the processed range: the source itself, nothing modified."""
     mask = np.zeros(frame.rgb.shape[:2], np.uint8)
     return OutputFrame(index=frame.index, pts=frame.pts, time_base=frame.time_base, rgb=frame.rgb, mask=mask, source=frame.rgb)
+
+
+def place_edits(
+    clip: Clip,
+    at: Sequence[str] = (),
+    start: str | None = None,
+    end: str | None = None,
+    images: Sequence[np.ndarray] = (),
+) -> tuple[list[Keyframe] | None, int, int | None]:
+    """Positions (`120`, `2.5s`, `0:02.5`) of the edits and of the range to process, as `render` takes them:
+    (keyframes, start, stop). Keyframes are None when the clip's first frame is the edit (the paper's case);
+    the first `at` (or else `start`) gets the clip's edited frame, later `at`s get `images` in order."""
+    frame_at = clip.info.frame_at
+    start_frame = parse_position(start, frame_at, "--start") if start else 0
+    stop_frame = parse_position(end, frame_at, "--end") if end else None
+    if not at:
+        if start is None and end is None:
+            return None, 0, None
+        return [Keyframe(start_frame, clip.first_frame)], start_frame, stop_frame
+    if len(images) != len(at) - 1:
+        raise OptionError(f"give one edited frame per --at: {len(images) + 1} image(s) for {len(at)} --at")
+    frames = [clip.first_frame, *images]
+    keyframes = [Keyframe(parse_position(position, frame_at), image) for position, image in zip(at, frames)]
+    return sorted(keyframes, key=lambda k: k.frame), start_frame, stop_frame
 
 
 def propagate_keyframes(

@@ -66,6 +66,8 @@ JOB_OPTIONS: dict[str, Callable[[str], object]] = {
     "seed": int, "steps": int, "guidance": float, "chunk": int, "overlap": int, "prompt": str, "composite": _parse_bool,
     "preserve": _parse_bool,
 }  # fmt: skip
+# Per-job positions, as the task commands' --at/--start/--end/--splice (frames, `2.5s` or `0:02.5`).
+JOB_RANGE: dict[str, Callable[[str], object]] = {"at": str, "start": str, "end": str, "splice": _parse_bool}
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class Job:
     task: Task
     output: Path | None = None
     overrides: tuple[tuple[str, object], ...] = ()  # per-job PropagationOptions fields, e.g. (("seed", 3),)
+    positions: tuple[tuple[str, object], ...] = ()  # per-job at/start/end/splice, e.g. (("start", "2s"),)
     origin: str = ""  # where it was listed, e.g. "jobs.txt:4", for messages
 
     def options(self, base: PropagationOptions) -> PropagationOptions:
@@ -177,14 +180,16 @@ def _read_jobs_file(path: Path, default_task: Task | None) -> list[Job]:
 def _job_from_tokens(tokens: list[str], base: Path, default_task: Task | None, origin: str) -> Job:
     positional: list[str] = []
     overrides: dict[str, object] = {}
+    positions: dict[str, object] = {}
+    known = JOB_OPTIONS | JOB_RANGE
     for token in tokens:
         match = _OPTION_TOKEN.match(token)
         if match and Path(token).suffix.lower() not in VIDEO_SUFFIXES:
             key, value = match.groups()
-            if key not in JOB_OPTIONS:
-                raise ValueError(f"unknown job option {key!r} (known: {', '.join(JOB_OPTIONS)})")
+            if key not in known:
+                raise ValueError(f"unknown job option {key!r} (known: {', '.join(known)})")
             try:
-                overrides[key] = JOB_OPTIONS[key](value)
+                (positions if key in JOB_RANGE else overrides)[key] = known[key](value)
             except ValueError:
                 raise ValueError(f"{key}={value!r} is not a valid {key}") from None
         elif overrides:
@@ -207,7 +212,7 @@ def _job_from_tokens(tokens: list[str], base: Path, default_task: Task | None, o
     output = _relative_to(base, positional[3]) if len(positional) > 3 else None
     return Job(
         video=_relative_to(base, video), first_frame=_relative_to(base, frame), task=task, output=output,
-        overrides=tuple(overrides.items()), origin=origin,
+        overrides=tuple(overrides.items()), positions=tuple(positions.items()), origin=origin,
     )  # fmt: skip
 
 
@@ -540,9 +545,12 @@ def render_job(
     if masks is not None:
         api.check_masks_dir(masks, overwrite=overwrite)
     clip = api.Clip.open(job.video, job.first_frame)
+    where = dict(job.positions)
+    at = [str(where["at"])] if "at" in where else []
+    keyframes, start, stop = api.place_edits(clip, at, where.get("start"), where.get("end"))
     return api.render(
         model, clip, output, job_options, overwrite=overwrite, masks=masks, encoder=encoder or EncoderOptions(),
-        on_progress=on_progress,
+        on_progress=on_progress, keyframes=keyframes, start=start, stop=stop, splice=bool(where.get("splice")),
     )  # fmt: skip
 
 

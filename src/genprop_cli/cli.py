@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from genprop_cli import __version__
-from genprop_cli.config import CHUNK_SIZES, PropagationOptions, RuntimeOptions, Task, parse_position
+from genprop_cli.config import CHUNK_SIZES, PropagationOptions, RuntimeOptions, Task
 from genprop_cli.errors import GenPropError, OptionError
 
 err = Console(stderr=True)
@@ -211,24 +211,18 @@ def _run_task(
 
 
 def _keyframes(clip, images: list[Path], at: list[str] | None, start: str | None, end: str | None):
-    """--at/--start/--end as frame indices and the keyframe images, or None when the clip's first frame is
-    the edit (the paper's case); plus the notes about the images (resized, converted)."""
+    """--at/--start/--end as `render`'s keyframes and range (`api.place_edits`), loading the edited frames
+    of the second and later --at; plus the notes about the images (resized, converted)."""
     from genprop_cli import api
     from genprop_cli.images import load_first_frame
 
-    start_frame = parse_position(start, clip.info.frame_at, "--start") if start else 0
-    stop_frame = parse_position(end, clip.info.frame_at, "--end") if end else None
-    notes = list(clip.notes)
-    if not at:
-        if start is None and end is None:
-            return None, 0, None, notes
-        return [api.Keyframe(start_frame, clip.first_frame)], start_frame, stop_frame, notes
-    keyframes = [api.Keyframe(parse_position(at[0], clip.info.frame_at), clip.first_frame)]
-    for position, path in zip(at[1:], images[1:]):
+    notes, extra = list(clip.notes), []
+    for path in images[1:] if at else []:
         image, note = load_first_frame(path, (clip.info.width, clip.info.height))
         notes += [note] if note else []
-        keyframes.append(api.Keyframe(parse_position(position, clip.info.frame_at), image))
-    return sorted(keyframes, key=lambda k: k.frame), start_frame, stop_frame, notes
+        extra.append(image)
+    keyframes, start_frame, stop_frame = api.place_edits(clip, at or (), start, end, extra)
+    return keyframes, start_frame, stop_frame, notes
 
 
 def _make_task_command(task: Task):

@@ -290,3 +290,19 @@ def test_preview_contact_sheet_shows_input_output_and_mask(clip, tmp_path):
     assert np.abs(sheet[:thumb_h, :256].astype(int) - first_input.astype(int)).mean() < 4  # decoded input ~ source
     bad = run("edit", video, "-f", frame, "-o", tmp_path / "o2.mp4", "--preview", tmp_path / "p.jpg")
     assert_one_line_error(bad, 4, "preview")
+
+
+def test_pix_fmt_yuv444p_keeps_an_odd_size_and_a_bad_one_is_one_early_line(tmp_path):
+    video = make_clip(tmp_path / "odd.mp4", width=65, height=49, frames=6, audio=None)
+    frame = tmp_path / "edited.png"
+    Image.fromarray(pattern_frame(0, 65, 49)).save(frame)
+    out = tmp_path / "out.mkv"
+    result = run("edit", video, "-f", frame, "-o", out, "--steps", "1", "--pix-fmt", "yuv444p", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert (doc["width"], doc["height"]) == (65, 49) and not any("padded" in w for w in doc["warnings"])
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.width, stream.codec_context.height, stream.codec_context.pix_fmt) == (65, 49, "yuv444p")
+    bad = run("edit", video, "-f", frame, "-o", tmp_path / "bad.mp4", "--pix-fmt", "rgb24")
+    assert_one_line_error(bad, 2, "--pix-fmt must be one of")

@@ -28,9 +28,10 @@ from clips import (
 )
 
 from genprop_cli import video_io
-from genprop_cli.errors import OutputError, VideoReadError
+from genprop_cli.errors import OptionError, OutputError, VideoReadError
 from genprop_cli.video_io import (
     AudioStreamInfo,
+    PIX_FMTS,
     EncoderOptions,
     VideoInfo,
     VideoWriter,
@@ -278,13 +279,30 @@ def test_odd_size_is_padded_by_edge_replication(clip_factory, tmp_path):
     source = clip_factory("odd.mkv", width=65, height=49, frames=8, audio=None)
     output = tmp_path / "out.mp4"
     writer = reencode(source, output)
-    assert writer.warnings == ["padded 65x49 to 66x50 for yuv420p"]
+    assert writer.warnings == ["padded 65x49 to 66x50 for yuv420p (--pix-fmt yuv444p keeps the exact size)"]
     info = probe_video(output)
     assert (info.width, info.height, info.num_frames) == (66, 50, 8)
     written, original = frames_rgb(output), frames_rgb(source)
     assert mean_abs_diff(written[:, :49, :65], original) < 3
     assert mean_abs_diff(written[:, :49, 65], original[:, :, 64]) < 6  # replicated last column
     assert mean_abs_diff(written[:, 49, :65], original[:, 48, :]) < 6  # replicated last row
+
+
+def test_yuv444p_keeps_an_odd_size_exactly(clip_factory, tmp_path):
+    source = clip_factory("odd.mkv", width=65, height=49, frames=8, audio=None)
+    output = tmp_path / "out.mp4"
+    writer = reencode(source, output, encoder=EncoderOptions(pix_fmt="yuv444p"))
+    assert writer.warnings == []
+    info = probe_video(output)
+    assert (info.width, info.height, info.num_frames) == (65, 49, 8)
+    assert mean_abs_diff(frames_rgb(output), frames_rgb(source)) < 3
+
+
+def test_only_the_supported_pixel_formats_are_accepted():
+    for pix_fmt in PIX_FMTS:
+        assert EncoderOptions(pix_fmt=pix_fmt).pix_fmt == pix_fmt
+    with pytest.raises(OptionError, match="--pix-fmt must be one of yuv420p, yuv422p, yuv444p"):
+        EncoderOptions(pix_fmt="rgb24")
 
 
 def test_output_is_tagged_bt709_tv_range(clip_factory, tmp_path):

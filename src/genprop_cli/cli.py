@@ -145,6 +145,7 @@ def _run_task(
     preview: Optional[Path],
     crf: int,
     preset: str,
+    pix_fmt: str,
     json_out: bool,
     quiet: bool,
     verbose: bool,
@@ -158,6 +159,7 @@ def _run_task(
             task=task, chunk=chunk, overlap=overlap, steps=steps, guidance=guidance, seed=seed,
             device=device, dtype=dtype, composite=composite, preserve=preserve, prompt=prompt,
         ).with_defaults(load_registry().get(model).defaults)  # fmt: skip
+        encoder = EncoderOptions(crf=crf, preset=preset, pix_fmt=pix_fmt)
         runtime = RuntimeOptions(
             compile=compile, offload=offload, vae_tiling=vae_tiling, attention_backend=attention_backend
         )
@@ -187,7 +189,7 @@ def _run_task(
         with _ProgressDisplay(enabled=not quiet and err.is_terminal) as progress:
             result = api.render(
                 model_, clip, output, options, overwrite=overwrite, masks=masks, preview=preview,
-                encoder=EncoderOptions(crf=crf, preset=preset), on_progress=progress, work_dir=work_dir,
+                encoder=encoder, on_progress=progress, work_dir=work_dir,
                 keep_work=keep_work, keyframes=keyframes, start=start_frame, stop=stop_frame, splice=splice,
             )  # fmt: skip
     except (GenPropError, KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - the CLI boundary
@@ -315,6 +317,11 @@ def _make_task_command(task: Task):
         ] = None,
         crf: Annotated[int, typer.Option(help="libx264 CRF (lower is better quality).")] = 18,
         preset: Annotated[str, typer.Option(help="libx264 preset.")] = "veryfast",
+        pix_fmt: Annotated[
+            str,
+            typer.Option(help="Output chroma: yuv420p (plays everywhere; odd sizes padded by 1 px), yuv422p, or "
+                              "yuv444p (exact odd sizes, fewer players)."),
+        ] = "yuv420p",
         json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More detail; tracebacks for internal errors.")] = False,
@@ -334,7 +341,8 @@ for _task in Task:
 # The task commands' options that also apply to every job of a batch (declared once, above).
 _BATCH_SHARED = (
     "overwrite", "model", "adapter", "device", "dtype", "seed", "steps", "guidance", "chunk", "overlap", "composite",
-    "preserve", "prompt", "compile", "offload", "vae_tiling", "attention_backend", "crf", "preset", "quiet", "verbose",
+    "preserve", "prompt", "compile", "offload", "vae_tiling", "attention_backend", "crf", "preset", "pix_fmt", "quiet",
+    "verbose",
 )  # fmt: skip
 
 
@@ -442,6 +450,7 @@ def _run_batch(
     attention_backend: Optional[str],
     crf: int,
     preset: str,
+    pix_fmt: str,
     quiet: bool,
     verbose: bool,
 ) -> None:
@@ -456,6 +465,7 @@ def _run_batch(
             chunk=chunk, overlap=overlap, steps=steps, guidance=guidance, seed=seed, device=device, dtype=dtype,
             composite=composite, preserve=preserve, prompt=prompt,
         ).with_defaults(load_registry().get(model).defaults)  # fmt: skip
+        encoder = EncoderOptions(crf=crf, preset=preset, pix_fmt=pix_fmt)
         runtime = RuntimeOptions(compile=compile, offload=offload, vae_tiling=vae_tiling, attention_backend=attention_backend)
         if overwrite and skip_existing:
             raise batch.OptionError("--overwrite and --skip-existing contradict each other")
@@ -481,7 +491,7 @@ def _run_batch(
         with _BatchDisplay(len(shard), prefix, bars=not quiet and err.is_terminal, quiet=quiet) as display:
             part = batch.run_batch(
                 model_, job_list, options, output_dir=output_dir, overwrite=overwrite, skip_existing=skip_existing,
-                encoder=EncoderOptions(crf=crf, preset=preset), world=world, on_start=display.start,
+                encoder=encoder, world=world, on_start=display.start,
                 on_job=display.finished, on_progress=display.step,
             )  # fmt: skip
         if verbose:

@@ -22,7 +22,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from genprop_cli.errors import FrameSizeError, OutputError, VideoReadError
+from genprop_cli.errors import FrameSizeError, OptionError, OutputError, VideoReadError
 
 __all__ = [
     "CONTAINER_FORMATS",
@@ -115,6 +115,10 @@ class VideoFrame:
         return float(self.pts * self.time_base)
 
 
+# yuv420p plays everywhere; 4:2:2 and 4:4:4 keep more colour, and 4:4:4 an odd frame size exactly.
+PIX_FMTS = ("yuv420p", "yuv422p", "yuv444p")
+
+
 @dataclass(frozen=True)
 class EncoderOptions:
     """Video encoder settings; crf/preset apply to libx264 and libx265."""
@@ -123,6 +127,10 @@ class EncoderOptions:
     crf: int = 18
     preset: str = "veryfast"
     pix_fmt: str = "yuv420p"
+
+    def __post_init__(self) -> None:
+        if self.pix_fmt not in PIX_FMTS:
+            raise OptionError(f"--pix-fmt must be one of {', '.join(PIX_FMTS)}, got {self.pix_fmt!r}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -743,7 +751,8 @@ class VideoWriter:
         coded_h = self.height + (self.height % 2 if even_h else 0)
         if (coded_w, coded_h) != (self.width, self.height):
             self.warnings.append(
-                f"padded {self.width}x{self.height} to {coded_w}x{coded_h} for {pix_fmt}"
+                f"padded {self.width}x{self.height} to {coded_w}x{coded_h} for {pix_fmt} "
+                "(--pix-fmt yuv444p keeps the exact size)"
             )
         return coded_w, coded_h
 

@@ -42,6 +42,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_denoiser.py
 	$(BIN)/python benchmarks/bench_pipeline.py
 	$(BIN)/python benchmarks/bench_io.py
+	$(BIN)/python benchmarks/bench_swscale.py
 	$(BIN)/python benchmarks/bench_memory.py
 	$(BIN)/python benchmarks/bench_soak.py
 	$(BIN)/python benchmarks/bench_train.py

@@ -342,8 +342,7 @@ def _frame_times(scan: _PacketScan, time_base: Fraction) -> tuple[float, ...]:
     """Presentation times (s, from the first frame) of the scanned frames; () unless every packet had a pts."""
     if not scan.pts or len(scan.pts) != scan.count:
         return ()
-    first = min(scan.pts)
-    return tuple(float((p - first) * time_base) for p in sorted(scan.pts))
+    return tuple(float((p - scan.first_pts) * time_base) for p in sorted(scan.pts))
 
 
 def _decoded(container: av.container.InputContainer, stream: av.video.stream.VideoStream,

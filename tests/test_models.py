@@ -70,6 +70,23 @@ def test_nonzero_injection_or_task_embedding_changes_the_output(unet):
     torch.testing.assert_close(off, base, atol=1e-6, rtol=0)
 
 
+def test_without_predict_mask_the_mpd_is_skipped_and_the_prediction_is_unchanged(unet):
+    inputs, source = make_inputs()
+    _, denoiser = wrap(unet, 2)
+    calls = []
+    denoiser.adapter.mpd.block.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        for inj in denoiser.adapter.sce.injections:  # a trained-looking adapter: the SCE changes the result
+            torch.nn.init.normal_(inj.weight, std=0.05)
+        task = torch.tensor([1, 2])
+        full = denoiser(**inputs, source_latents=source, task_ids=task)
+        assert calls == [1]
+        lean = denoiser(**inputs, source_latents=source, task_ids=task, predict_mask=False)
+    assert calls == [1], "the MPD ran although its mask was not asked for"
+    assert lean.mask_logits is None
+    assert torch.equal(lean.sample, full.sample)
+
+
 def test_only_adapter_parameters_train_and_backbone_gets_no_gradient(unet):
     bare, denoiser = wrap(unet, 3)
     backbone_before = {k: v.clone() for k, v in bare.state_dict().items()}

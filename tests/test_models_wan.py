@@ -55,6 +55,21 @@ def test_zero_initialised_genprop_equals_bare_wan(transformer, sce_blocks):
     assert out.mask_logits.shape == (B, F, 1, H, W)
 
 
+def test_without_predict_mask_the_mpd_block_is_skipped_and_the_prediction_is_unchanged(transformer):
+    inputs, source = make_inputs(transformer)
+    _, denoiser = wrap(transformer, 2)
+    calls = []
+    denoiser.adapter.mpd.block.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        for inj in denoiser.adapter.sce.injections:
+            torch.nn.init.normal_(inj.weight, std=0.05)
+        task = torch.tensor([1, 2])
+        full = denoiser(**inputs, source_latents=source, task_ids=task)
+        lean = denoiser(**inputs, source_latents=source, task_ids=task, predict_mask=False)
+    assert calls == [1] and lean.mask_logits is None
+    assert torch.equal(lean.sample, full.sample)
+
+
 def test_injection_at_depth_k_and_task_embedding_change_the_output(transformer):
     inputs, source = make_inputs(transformer)
     _, denoiser = wrap(transformer, 2)

@@ -100,6 +100,8 @@ class _ForcedMask(torch.nn.Module):
         from dataclasses import replace
 
         out = self.inner(*args, **kwargs)
+        if out.mask_logits is None:  # a step whose mask is not read
+            return out
         return replace(out, mask_logits=torch.full_like(out.mask_logits, self.logit))
 
 
@@ -128,6 +130,32 @@ def test_preserve_with_everything_marked_is_plain_sampling(pipe, frames, monkeyp
     _, anchored = run_preserve(pipe, frames, preserve=True)
     _, plain = run_preserve(pipe, frames, preserve=False)
     torch.testing.assert_close(anchored.latents, plain.latents, rtol=0, atol=0)
+
+
+class _AlwaysMask(torch.nn.Module):
+    """The real denoiser, made to run its MPD at every step, as sampling did before it skipped unread masks."""
+
+    def __init__(self, inner) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, *args, **kwargs):
+        return self.inner(*args, **{**kwargs, "predict_mask": True})
+
+
+@pytest.mark.parametrize(("guidance", "preserve", "mpd_runs"), [(1.0, False, 1), (3.0, False, 1), (1.0, True, 3)])
+def test_the_mpd_runs_only_at_steps_whose_mask_is_read(pipe, frames, monkeypatch, guidance, preserve, mpd_runs):
+    calls = []
+    handle = pipe.denoiser.adapter.mpd.block.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        _, lean = run_preserve(pipe, frames, preserve=preserve, guidance=guidance)  # 3 steps
+        assert len(calls) == mpd_runs
+        monkeypatch.setattr(pipe, "denoiser", _AlwaysMask(pipe.denoiser))
+        _, full = run_preserve(pipe, frames, preserve=preserve, guidance=guidance)
+        assert len(calls) == mpd_runs + 3
+    finally:
+        handle.remove()
+    assert torch.equal(lean.latents, full.latents) and torch.equal(lean.mask, full.mask)
 
 
 def test_keep_unmodified_grows_the_region_and_noises_the_rest_to_sigma():

@@ -64,6 +64,22 @@ def test_sampling_is_deterministic_per_seed_and_guidance_and_seed_matter(pipe):
     assert pipe.decode_latents(a.latents).shape == (9, 3, 32, 32)
 
 
+def test_the_mpd_runs_at_the_last_step_only_and_the_result_is_unchanged(pipe, monkeypatch):
+    clip = frames(9)
+    calls = []
+    handle = pipe.denoiser.adapter.mpd.block.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        lean = sample(pipe, clip, guidance=3.0)  # 2 steps
+        assert len(calls) == 1
+        inner = pipe.denoiser
+        monkeypatch.setattr(pipe, "denoiser", lambda *a, **k: inner(*a, **{**k, "predict_mask": True}))
+        full = sample(pipe, clip, guidance=3.0)
+        assert len(calls) == 3
+    finally:
+        handle.remove()
+    assert torch.equal(lean.latents, full.latents) and torch.equal(lean.mask, full.mask)
+
+
 def test_precomputed_prompt_embeddings_skip_the_text_encoder(pipe, monkeypatch):
     clip = frames(5)
     embeds = pipe.encode_prompt("")

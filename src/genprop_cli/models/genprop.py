@@ -181,7 +181,7 @@ class GenPropAdapter(nn.Module):
 @dataclass
 class GenPropOutput:
     sample: torch.Tensor  # the backbone's prediction, with GenProp's conditioning
-    mask_logits: torch.Tensor  # (B, F, 1, h, w)
+    mask_logits: torch.Tensor | None  # (B, F, 1, h, w); None when the call was made with predict_mask=False
     sce_response: torch.Tensor | None = None  # only with a probe: mean squared SCE change per unit perturbation
 
 
@@ -205,15 +205,19 @@ class GenPropDenoiser(nn.Module):
         task_ids: torch.Tensor,
         sce_scale: float = 1.0,
         probe: torch.Tensor | None = None,
+        predict_mask: bool = True,
         **kwargs: Any,
     ) -> GenPropOutput:
-        call = ForwardCall(source_latents=source_latents, task_ids=task_ids, sce_scale=sce_scale, probe=probe)
+        call = ForwardCall(
+            source_latents=source_latents, task_ids=task_ids, sce_scale=sce_scale, probe=probe,
+            predict_mask=predict_mask,
+        )  # fmt: skip
         self._slot.call = call
         try:
             out = self.denoiser(*args, return_dict=False, **kwargs)[0]
         finally:
             self._slot.call = None
-        if call.mask_logits is None:
+        if call.residuals is None or (predict_mask and call.mask_logits is None):
             raise RuntimeError("the GenProp hooks did not run: is the adapter attached to this denoiser?")
         return GenPropOutput(sample=out, mask_logits=call.mask_logits, sce_response=call.sce_response)
 

@@ -249,17 +249,22 @@ class GenPropSVDPipeline:
         time_ids = self._added_time_ids(batch, self.conditioning)
 
         mask_logits = None
+        last = len(self.scheduler.timesteps) - 1
         for i, t in enumerate(self.scheduler.timesteps):
             model_in = self.scheduler.scale_model_input(latents, t).expand(batch, -1, -1, -1, -1)
             model_in = torch.cat([model_in, image_latents], dim=2)
+            # The MPD's mask is read after the last step only (every step with preserve): skipping it
+            # elsewhere changes nothing in the result and saves its block on every other step.
             out = self.denoiser(
-                model_in, t, context, time_ids, source_latents=source, task_ids=task_ids, sce_scale=sce_scale
-            )
+                model_in, t, context, time_ids, source_latents=source, task_ids=task_ids, sce_scale=sce_scale,
+                predict_mask=preserve or i == last,
+            )  # fmt: skip
             pred = out.sample
             if use_cfg:
                 uncond, cond = pred.chunk(2)
                 pred = uncond + guidance * (cond - uncond)
-            mask_logits = out.mask_logits[-1:]  # conditional branch
+            if out.mask_logits is not None:
+                mask_logits = out.mask_logits[-1:]  # conditional branch
             latents = self.scheduler.step(pred, t, latents).prev_sample
             if known_noise is not None:
                 sigma = self.scheduler.sigmas[i + 1]

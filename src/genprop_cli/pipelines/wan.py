@@ -284,6 +284,7 @@ class GenPropWanPipeline:
             keep[:, :, 0] = 0
 
         mask_logits = None
+        last = len(self.scheduler.timesteps) - 1
         for i, t in enumerate(self.scheduler.timesteps):
             if self.expand_timesteps:
                 model_in = (1 - keep) * branch_cond + keep * latents
@@ -295,12 +296,14 @@ class GenPropWanPipeline:
             out = self.denoiser(
                 hidden_states=model_in.to(self.dtype), timestep=timestep, encoder_hidden_states=context,
                 encoder_hidden_states_image=image_tokens, source_latents=source, task_ids=task_ids, sce_scale=sce_scale,
+                predict_mask=i == last,  # the mask is read after the last step only (see the SVD pipeline)
             )  # fmt: skip
             pred = out.sample.float()
             if use_cfg:
                 uncond_pred, cond_pred = pred.chunk(2)
                 pred = uncond_pred + guidance * (cond_pred - uncond_pred)
-            mask_logits = out.mask_logits[-1:]
+            if out.mask_logits is not None:
+                mask_logits = out.mask_logits[-1:]
             latents = self.scheduler.step(pred, t, latents, return_dict=False)[0]
             if on_step is not None:
                 on_step(i + 1, steps)

@@ -31,6 +31,9 @@ class ForwardCall:
     # Training only: a small perturbation of `source_latents` (same shape, zero outside the modified
     # region); the SCE also runs on the perturbed input and `sce_response` measures how much it reacts.
     probe: torch.Tensor | None = None
+    # False skips the MPD (its copied block is among the backbone's most expensive): sampling needs the
+    # mask only from its last step, or at every step with --preserve.
+    predict_mask: bool = True
     captured: dict[str, Any] = field(default_factory=dict)
     residuals: list[torch.Tensor] | None = None
     mask_logits: torch.Tensor | None = None

@@ -224,7 +224,7 @@ class _InjectSkips(ModelHook):
         kwargs["res_hidden_states_tuple"] = tuple(
             s + call.residuals[i] if i < self.num_skip_taps else s for s, i in zip(skips, self.skip_indices)
         )
-        if self.run_mpd:
+        if self.run_mpd and call.predict_mask:
             call.captured["last_up_kwargs"] = kwargs
             call.mask_logits = self.adapter.mpd(self.backbone, call)
         return args, kwargs

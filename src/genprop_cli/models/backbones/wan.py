@@ -190,7 +190,7 @@ class _RunMPD(ModelHook):
 
     def pre_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
         call = self.slot.call
-        if call is not None:
+        if call is not None and call.predict_mask:
             call.captured["last_block_inputs"] = _block_inputs(args, kwargs)
             call.mask_logits = self.adapter.mpd(self.backbone, call)
         return args, kwargs

@@ -5,7 +5,7 @@
 For each flag, prints the time per frame and the error against an exact BT.709 conversion whose chroma is
 the 2x2 box average of the full-resolution chroma (luma: max error; Cb/Cr: mean and max). The frame has
 smooth gradients, a block pattern, a rectangle on odd coordinates and scattered noise pixels, so point
-sampling of the chroma shows. The writer uses the default (bilinear).
+sampling of the chroma shows. The writer uses AREA (it used swscale's default, bilinear, before this measurement).
 """
 
 from __future__ import annotations

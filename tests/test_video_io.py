@@ -314,6 +314,30 @@ def test_output_is_tagged_bt709_tv_range(clip_factory, tmp_path):
         assert (frame.colorspace, frame.color_primaries, frame.color_trc, frame.color_range) == (1, 1, 1, 1)
 
 
+def test_encoded_chroma_is_the_2x2_average_of_exact_bt709_chroma(clip_factory, tmp_path):
+    """Sharp colour edges on odd pixels: each stored Cb/Cr sample is its 2x2 block's mean (swscale's area
+    filter); the default bilinear filter is off by up to ~26 levels on such a frame."""
+    source = clip_factory("in.mp4", frames=1, width=64, height=48, audio=None)
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    rgb[:, 1::4] = (250, 20, 30)  # lone red columns: a bilinear filter smears them across blocks
+    output = tmp_path / "out.mp4"
+    with VideoWriter(output, source=probe_video(source), width=64, height=48, audio=False,
+                     encoder=EncoderOptions(crf=0)) as writer:  # x264 at CRF 0 is lossless
+        writer.write(rgb, 0, Fraction(1, 25))
+    with av.open(str(output)) as container:
+        planes = next(container.decode(video=0)).to_ndarray()  # yuv420p: Y on top, then U and V
+    f = rgb.astype(np.float64) / 255
+    luma = f @ [0.2126, 0.7152, 0.0722]
+    box = lambda c: c.reshape(24, 2, 32, 2).mean((1, 3))  # noqa: E731
+    expected_cb = box(128 + 224 * (f[..., 2] - luma) / 1.8556)
+    expected_cr = box(128 + 224 * (f[..., 0] - luma) / 1.5748)
+    cb = planes[48:60].reshape(24, 32).astype(np.float64)
+    cr = planes[60:72].reshape(24, 32).astype(np.float64)
+    assert np.abs(planes[:48] - (16 + 219 * luma)).max() <= 1.0
+    assert np.abs(cb - expected_cb).max() <= 1.5 and np.abs(cr - expected_cr).max() <= 1.5
+
+
 def test_frames_given_in_another_time_base_are_rescaled(clip_factory, tmp_path):
     source = clip_factory("in.mp4", frames=10, fps=25, audio=None)
     info = probe_video(source)

@@ -97,10 +97,51 @@ def test_out_of_memory_advice_names_the_next_things_to_try():
 
 
 @pytest.mark.slow
-def test_compiled_blocks_with_genprop_hooks_give_the_same_chunk():
-    """Regional torch.compile of the backbone's and the adapter's blocks, hooks inside (about a minute on CPU)."""
+def test_compile_option_gives_the_same_chunk():
+    """--compile through the pipeline: the GenProp hooks run around the compiled blocks (compiles for ~10 s on CPU)."""
     reference = chunk(wan_pipe())
-    pipe = wan_pipe()
-    compile_blocks([*pipe.backbone.all_blocks(), *pipe.denoiser.adapter.blocks()])
-    result = chunk(pipe)
+    result = chunk(wan_pipe(runtime=RuntimeOptions(compile=True)))
     torch.testing.assert_close(result.latents, reference.latents, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(result.mask, reference.mask, atol=1e-4, rtol=1e-4)
+
+
+def test_compiled_dit_blocks_share_graphs_however_many_carry_hooks():
+    """12 blocks, 8 with an SCE injection hook, plus the SCE and MPD copies: a handful of graphs in all.
+    Compiling the hooked forwards made one graph per hooked block and hit dynamo's recompile limit (8)."""
+    from diffusers import WanTransformer3DModel
+    from torch._dynamo.utils import counters
+
+    from genprop_cli.models.backbones import backbone_for
+    from genprop_cli.models.genprop import AdapterConfig, GenPropAdapter, GenPropDenoiser
+
+    torch.manual_seed(0)
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=36, out_channels=16,
+        text_dim=32, freq_dim=64, ffn_dim=64, num_layers=12, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=256, image_dim=16,
+    ).eval()  # fmt: skip
+    backbone = backbone_for("wan", transformer)
+    adapter = GenPropAdapter(backbone, AdapterConfig("wan", 8))
+    with torch.no_grad():
+        for inj in adapter.sce.injections:
+            torch.nn.init.normal_(inj.weight, std=0.05)
+    g = torch.Generator().manual_seed(0)
+    inputs = dict(
+        hidden_states=torch.randn(2, 36, 3, 8, 8, generator=g), timestep=torch.tensor([500.0, 500.0]),
+        encoder_hidden_states=torch.randn(2, 8, 32, generator=g), encoder_hidden_states_image=torch.randn(2, 5, 16, generator=g),
+        source_latents=torch.randn(2, 16, 3, 8, 8, generator=g), task_ids=torch.tensor([1, 2]),
+    )  # fmt: skip
+    with torch.no_grad():
+        eager = GenPropDenoiser(backbone, adapter)
+        reference = eager(**inputs)
+        eager.detach()
+        torch._dynamo.reset()
+        counters.clear()
+        compile_blocks([*backbone.all_blocks(), *adapter.blocks()])
+        denoiser = GenPropDenoiser(backbone, adapter)
+        with pytest.raises(RuntimeError, match="already has hooks"):  # compiled after attaching would bypass them
+            compile_blocks([backbone.all_blocks()[0]])
+        outputs = [denoiser(**inputs, predict_mask=p) for p in (False, True, False, True)]
+    assert counters["stats"]["unique_graphs"] <= 4
+    torch.testing.assert_close(outputs[-1].sample, reference.sample, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(outputs[-1].mask_logits, reference.mask_logits, atol=1e-5, rtol=1e-5)

@@ -33,7 +33,12 @@ from genprop_cli.errors import OptionError, WeightsError
 from genprop_cli.models.backbones import backbone_for
 from genprop_cli.models.genprop import AdapterConfig, GenPropAdapter, GenPropDenoiser
 from genprop_cli.pipelines import ChunkResult
-from genprop_cli.pipelines.acceleration import apply_runtime, enable_vae_tiling, set_attention_backend
+from genprop_cli.pipelines.acceleration import (
+    apply_runtime,
+    compile_if_asked,
+    enable_vae_tiling,
+    set_attention_backend,
+)
 
 StepCallback = Callable[[int, int], None]
 
@@ -76,7 +81,9 @@ class GenPropWanPipeline:
         if adapter is None:
             blocks = sce_blocks or self.backbone.default_sce_blocks
             adapter = GenPropAdapter(self.backbone, AdapterConfig(family=self.family, sce_blocks=blocks))
-        self.denoiser = GenPropDenoiser(self.backbone, adapter.to(self._device, self.dtype))
+        adapter = adapter.to(self._device, self.dtype)
+        compile_if_asked(self.backbone, adapter, runtime)  # before attaching: the hooks stay outside compiled code
+        self.denoiser = GenPropDenoiser(self.backbone, adapter)
         for module in (self.vae, self.transformer, self.text_encoder, self.image_encoder):
             if module is not None:
                 module.requires_grad_(False).eval()

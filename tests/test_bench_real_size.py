@@ -1,0 +1,53 @@
+"""benchmarks/bench_real_size.py is run only when a session is lent a GPU; its --tiny mode runs the same code
+here so that a short GPU window is not spent finding a broken script."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_real_size.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_real_size", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass resolves annotations through sys.modules
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def test_tiny_run_measures_both_families_and_writes_its_records(bench, tmp_path):
+    out = tmp_path / "records.json"
+    records = bench.main(["--tiny", "--device", "cpu", "--repeats", "3", "--compile", "off", "--json", str(out)])
+    assert [r["family"] for r in records] == ["svd", "wan"]
+    assert json.loads(out.read_text()) == json.loads(json.dumps(records))
+    for r in records:
+        assert 1 <= r["N"] < r["M"]
+        assert r["full_over_bare"] > 1.05, "the SCE and MPD run real blocks: the full step must cost more"
+        assert r["adapter_params_M"] > 0 and r["backbone_params_M"] > r["adapter_params_M"] / 2
+
+
+def test_real_size_inputs_have_the_shapes_the_pipelines_pass(bench):
+    """Shapes only (meta device): SVD-XT at 1024x576, 32 frames; Wan 2.2 TI2V-5B at 1280x704, 65 frames."""
+    import torch
+    from diffusers import UNetSpatioTemporalConditionModel, WanTransformer3DModel
+
+    work = bench.real_workloads()
+    with torch.device("meta"):
+        unet = UNetSpatioTemporalConditionModel()
+        wan = WanTransformer3DModel(**bench.WAN_TI2V_5B)
+    inputs, source = bench.denoiser_inputs(work["svd"], unet, torch.device("meta"))
+    assert inputs["sample"].shape == (2, 32, 8, 72, 128) and source.shape == (2, 32, 4, 72, 128)
+    inputs, source = bench.denoiser_inputs(work["wan"], wan, torch.device("meta"))
+    assert inputs["hidden_states"].shape == (2, 48, 17, 44, 80) and source.shape == (2, 48, 17, 44, 80)
+    assert inputs["timestep"].shape == (2, 17 * 22 * 40)  # per-token timesteps: 14960 tokens
+    assert inputs["encoder_hidden_states"].shape == (2, 512, 4096)
+    assert sum(p.numel() for p in wan.parameters()) / 1e9 == pytest.approx(5.0, abs=0.1)  # TI2V-5B
+    assert sum(p.numel() for p in unet.parameters()) / 1e9 == pytest.approx(1.52, abs=0.02)  # SVD-XT's U-Net

@@ -209,3 +209,24 @@ def test_preserve_reaches_the_sampler_and_is_refused_where_it_cannot_work(model,
     wan = GenProp.load("random-tiny-wan", device="cpu")
     with pytest.raises(OptionError, match="--preserve is not available for wan variants"):
         next(wan.propagate(clip, PropagationOptions(task=Task.EDIT, steps=1, preserve=True)))
+
+
+@pytest.mark.parametrize(("variant", "dtype"), [("toy", "bf16"), ("toy", "fp16"), ("random-tiny-wan", "bf16")])
+def test_half_precision_gives_what_fp32_gives_within_rounding(variant, dtype):
+    """The real variants run in fp16 (SVD-XT) and bf16 (Wan 2.2) on a GPU; the same code in half precision
+    on the CPU must stay a rounding error away from fp32, with the adapter, the hooks and --preserve (SVD)
+    or --composite (Wan) in the path."""
+    frames = np.stack([pattern_frame(i, W, H) for i in range(12)])
+    edited = frames[0].copy()
+    edited[16:40, 24:56] = (200, 40, 40)
+    clip = Clip.from_frames(frames, edited, fps=24)
+    svd = variant == "toy"
+    options = PropagationOptions(task=Task.EDIT, steps=2, seed=3, preserve=svd, composite=not svd)
+    torch_dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    outputs = {}
+    for d in ("fp32", dtype):
+        model = GenProp.load(variant, device="cpu", dtype=d)
+        assert next(model.pipeline.denoiser.adapter.parameters()).dtype == torch_dtypes[d]
+        outputs[d] = np.stack([f.rgb for f in model.propagate(clip, options)]).astype(np.float64)
+    mse = ((outputs["fp32"] - outputs[dtype]) ** 2).mean()
+    assert 10 * np.log10(255**2 / max(mse, 1e-12)) > 35

@@ -13,8 +13,9 @@ change the cost):
   tokens, N = 8 (a quarter of the blocks).
 
 Per backbone and compile setting: the bare step (the same module with GenProp's hooks attached but inactive,
-so no second copy of the weights is needed), the full GenProp step (SCE + MPD: training, and every sampling
-step with --preserve) and the sampling step (MPD skipped: every sampling step but the last). Calls rotate
+so no second copy of the weights is needed), the full GenProp step (SCE + MPD on the whole batch: training),
+the preserve step (MPD on the conditional branch only: every sampling step with --preserve) and the sampling
+step (MPD skipped: every sampling step but the last). Calls rotate
 order from repeat to repeat; ratios are per repeat, medians reported. Peak memory is
 `torch.cuda.max_memory_allocated` of one call above what was allocated before it (activations and
 workspaces; the weights are reported apart). With --compile on, the blocks are compiled the way `--compile`
@@ -149,6 +150,7 @@ def bench(work: Workload, compiled: bool, repeats: int, device: torch.device) ->
     calls = {
         "bare": lambda: model(**inputs, return_dict=False),
         "full": lambda: denoiser(**inputs, source_latents=source, task_ids=task),
+        "preserve": lambda: denoiser(**inputs, source_latents=source, task_ids=task, mask_samples=1),
         "sampling": lambda: denoiser(**inputs, source_latents=source, task_ids=task, predict_mask=False),
     }
     record: dict = {
@@ -162,13 +164,14 @@ def bench(work: Workload, compiled: bool, repeats: int, device: torch.device) ->
         warm = {name: timed(call, device) + timed(call, device) for name, call in calls.items()}
         names = list(calls)
         for r in range(repeats):
-            for name in names[r % 3:] + names[: r % 3]:
+            for name in names[r % len(names):] + names[: r % len(names)]:
                 times[name].append(timed(calls[name], device))
         record["peak_extra_MiB"] = {name: peak_extra_mib(call, device) for name, call in calls.items()}
     med = statistics.median
     record["warmup_s"] = warm
     record["ms"] = {name: med(t) * 1e3 for name, t in times.items()}
     record["full_over_bare"] = med(f / b for f, b in zip(times["full"], times["bare"], strict=True))
+    record["preserve_over_bare"] = med(s / b for s, b in zip(times["preserve"], times["bare"], strict=True))
     record["sampling_over_bare"] = med(s / b for s, b in zip(times["sampling"], times["bare"], strict=True))
     record["block_count_estimate"] = {"full": 1 + (n + 1) / backbone.num_blocks, "sampling": 1 + n / backbone.num_blocks}
     if device.type == "cuda":
@@ -179,14 +182,16 @@ def bench(work: Workload, compiled: bool, repeats: int, device: torch.device) ->
 
 def print_table(records: list[dict]) -> None:
     print(f"{'workload':46} {'compile':>7} {'N/M':>6} {'bare ms':>9} {'full ms':>9} {'full/bare':>9} {'est':>6} "
-          f"{'sampl ms':>9} {'sampl/bare':>10} {'est':>6} {'warm-up s':>9} {'peak+ MiB bare/full/sampl':>26}")
+          f"{'presv/bare':>10} {'sampl ms':>9} {'sampl/bare':>10} {'est':>6} {'warm-up s':>9} "
+          f"{'peak+ MiB bare/full/presv/sampl':>32}")
     for r in records:
         peaks = r["peak_extra_MiB"]
-        peak = "/".join("-" if peaks[k] is None else f"{peaks[k]:.0f}" for k in ("bare", "full", "sampling"))
+        peak = "/".join("-" if peaks[k] is None else f"{peaks[k]:.0f}" for k in ("bare", "full", "preserve", "sampling"))
         est = r["block_count_estimate"]
         print(f"{r['workload']:46} {'on' if r['compiled'] else 'off':>7} {r['N']:>2}/{r['M']:<3} {r['ms']['bare']:9.1f} "
-              f"{r['ms']['full']:9.1f} {r['full_over_bare']:9.3f} {est['full']:6.3f} {r['ms']['sampling']:9.1f} "
-              f"{r['sampling_over_bare']:10.3f} {est['sampling']:6.3f} {sum(r['warmup_s'].values()):9.1f} {peak:>26}")
+              f"{r['ms']['full']:9.1f} {r['full_over_bare']:9.3f} {est['full']:6.3f} {r['preserve_over_bare']:10.3f} "
+              f"{r['ms']['sampling']:9.1f} {r['sampling_over_bare']:10.3f} {est['sampling']:6.3f} "
+              f"{sum(r['warmup_s'].values()):9.1f} {peak:>32}")
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

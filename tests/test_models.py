@@ -87,6 +87,23 @@ def test_without_predict_mask_the_mpd_is_skipped_and_the_prediction_is_unchanged
     assert torch.equal(lean.sample, full.sample)
 
 
+def test_mask_samples_runs_the_mpd_on_the_last_samples_only(unet):
+    inputs, source = make_inputs()  # batch 2: under CFG, the unconditional then the conditional branch
+    _, denoiser = wrap(unet, 2)
+    rows = []
+    denoiser.adapter.mpd.block.register_forward_hook(lambda _m, _a, out: rows.append(out.shape[0]))
+    with torch.no_grad():
+        for inj in denoiser.adapter.sce.injections:
+            torch.nn.init.normal_(inj.weight, std=0.05)
+        task = torch.tensor([1, 2])
+        full = denoiser(**inputs, source_latents=source, task_ids=task)
+        last = denoiser(**inputs, source_latents=source, task_ids=task, mask_samples=1)
+    assert rows == [B * F, F]  # frames are folded into the U-Net's batch
+    assert last.mask_logits.shape == (1, F, 1, H, W)
+    torch.testing.assert_close(last.mask_logits, full.mask_logits[-1:], atol=1e-5, rtol=1e-5)
+    assert torch.equal(last.sample, full.sample)
+
+
 def test_only_adapter_parameters_train_and_backbone_gets_no_gradient(unet):
     bare, denoiser = wrap(unet, 3)
     backbone_before = {k: v.clone() for k, v in bare.state_dict().items()}

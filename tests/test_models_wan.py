@@ -70,6 +70,23 @@ def test_without_predict_mask_the_mpd_block_is_skipped_and_the_prediction_is_unc
     assert torch.equal(lean.sample, full.sample)
 
 
+def test_mask_samples_runs_the_mpd_on_the_last_samples_only(transformer):
+    inputs, source = make_inputs(transformer)
+    _, denoiser = wrap(transformer, 2)
+    rows = []
+    denoiser.adapter.mpd.block.register_forward_hook(lambda _m, _a, out: rows.append(out.shape[0]))
+    with torch.no_grad():
+        for inj in denoiser.adapter.sce.injections:
+            torch.nn.init.normal_(inj.weight, std=0.05)
+        task = torch.tensor([1, 2])
+        full = denoiser(**inputs, source_latents=source, task_ids=task)
+        last = denoiser(**inputs, source_latents=source, task_ids=task, mask_samples=1)
+    assert rows == [B, 1]
+    assert last.mask_logits.shape == (1, F, 1, H, W)
+    torch.testing.assert_close(last.mask_logits, full.mask_logits[-1:], atol=1e-5, rtol=1e-5)
+    assert torch.equal(last.sample, full.sample)
+
+
 def test_injection_at_depth_k_and_task_embedding_change_the_output(transformer):
     inputs, source = make_inputs(transformer)
     _, denoiser = wrap(transformer, 2)

@@ -181,7 +181,7 @@ class GenPropAdapter(nn.Module):
 @dataclass
 class GenPropOutput:
     sample: torch.Tensor  # the backbone's prediction, with GenProp's conditioning
-    mask_logits: torch.Tensor | None  # (B, F, 1, h, w); None when the call was made with predict_mask=False
+    mask_logits: torch.Tensor | None  # (B, F, 1, h, w), B = mask_samples if given; None with predict_mask=False
     sce_response: torch.Tensor | None = None  # only with a probe: mean squared SCE change per unit perturbation
 
 
@@ -206,11 +206,13 @@ class GenPropDenoiser(nn.Module):
         sce_scale: float = 1.0,
         probe: torch.Tensor | None = None,
         predict_mask: bool = True,
+        mask_samples: int | None = None,
         **kwargs: Any,
     ) -> GenPropOutput:
+        """`predict_mask=False` skips the MPD; `mask_samples=k` runs it on the batch's last k samples only."""
         call = ForwardCall(
             source_latents=source_latents, task_ids=task_ids, sce_scale=sce_scale, probe=probe,
-            predict_mask=predict_mask,
+            predict_mask=predict_mask, mask_samples=mask_samples,
         )  # fmt: skip
         self._slot.call = call
         try:

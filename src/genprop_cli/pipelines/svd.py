@@ -264,7 +264,7 @@ class GenPropSVDPipeline:
             # elsewhere changes nothing in the result and saves its block on every other step.
             out = self.denoiser(
                 model_in, t, context, time_ids, source_latents=source, task_ids=task_ids, sce_scale=sce_scale,
-                predict_mask=preserve or i == last,
+                predict_mask=preserve or i == last, mask_samples=1,  # only the conditional branch's is read
             )  # fmt: skip
             pred = out.sample
             if use_cfg:

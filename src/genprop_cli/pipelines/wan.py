@@ -303,7 +303,7 @@ class GenPropWanPipeline:
             out = self.denoiser(
                 hidden_states=model_in.to(self.dtype), timestep=timestep, encoder_hidden_states=context,
                 encoder_hidden_states_image=image_tokens, source_latents=source, task_ids=task_ids, sce_scale=sce_scale,
-                predict_mask=i == last,  # the mask is read after the last step only (see the SVD pipeline)
+                predict_mask=i == last, mask_samples=1,  # read after the last step, conditional branch only
             )  # fmt: skip
             pred = out.sample.float()
             if use_cfg:

@@ -34,6 +34,9 @@ class ForwardCall:
     # False skips the MPD (its copied block is among the backbone's most expensive): sampling needs the
     # mask only from its last step, or at every step with --preserve.
     predict_mask: bool = True
+    # Run the MPD on the batch's last `mask_samples` samples only (None: all). Under CFG only the conditional
+    # branch's mask is read, and it comes last: the MPD's block then runs at half the batch.
+    mask_samples: int | None = None
     captured: dict[str, Any] = field(default_factory=dict)
     residuals: list[torch.Tensor] | None = None
     mask_logits: torch.Tensor | None = None
@@ -148,3 +151,18 @@ class Backbone(ABC):
         for module, name in self._hooked:
             module._diffusers_hook.remove_hook(name, recurse=False)
         self._hooked.clear()
+
+
+def last_samples(value: Any, batch: int, keep: int, rows_per_sample: int = 1) -> Any:
+    """The last `keep` of `batch` samples of a block input: tensors whose first dimension is per sample
+    (`batch` rows, or `batch * rows_per_sample` when frames are folded into it) are cut, tuples recursed
+    into, anything else (shared tensors such as RoPE tables, None) kept as it is."""
+    if isinstance(value, tuple):
+        return tuple(last_samples(v, batch, keep, rows_per_sample) for v in value)
+    if not isinstance(value, torch.Tensor) or value.ndim == 0 or keep >= batch:
+        return value
+    if value.shape[0] == batch * rows_per_sample:
+        return value[-keep * rows_per_sample :]
+    if value.shape[0] == batch:
+        return value[-keep:]
+    return value

@@ -20,7 +20,7 @@ import torch
 from diffusers.hooks import ModelHook
 from torch import nn
 
-from genprop_cli.models.backbones.base import Backbone, CallSlot, ForwardCall
+from genprop_cli.models.backbones.base import Backbone, CallSlot, ForwardCall, last_samples
 
 if TYPE_CHECKING:
     from diffusers import UNetSpatioTemporalConditionModel
@@ -113,11 +113,15 @@ class SVDBackbone(Backbone):
         return out, [out]  # mid block
 
     def run_decoder_block(self, block: nn.Module, call: ForwardCall) -> torch.Tensor:
-        return block(**call.captured["last_up_kwargs"])
+        kwargs = call.captured["last_up_kwargs"]
+        if call.mask_samples is not None:  # frames are folded into the batch: (B*F, ...) rows, (B, F) indicator
+            batch, frames = call.source_latents.shape[:2]
+            kwargs = {k: last_samples(v, batch, call.mask_samples, frames) for k, v in kwargs.items()}
+        return block(**kwargs)
 
     def mask_logits_to_frames(self, logits: torch.Tensor, call: ForwardCall) -> torch.Tensor:
-        batch, frames = call.source_latents.shape[:2]
-        return logits.reshape(batch, frames, *logits.shape[1:])
+        frames = call.source_latents.shape[1]
+        return logits.reshape(-1, frames, *logits.shape[1:])
 
     # --- attaching ---------------------------------------------------------------------------------
     def up_block_skip_indices(self) -> list[list[int]]:

@@ -24,7 +24,7 @@ import torch
 from diffusers.hooks import ModelHook
 from torch import nn
 
-from genprop_cli.models.backbones.base import Backbone, CallSlot, ForwardCall
+from genprop_cli.models.backbones.base import Backbone, CallSlot, ForwardCall, last_samples
 
 if TYPE_CHECKING:
     from diffusers import WanTransformer3DModel
@@ -95,11 +95,15 @@ class WanBackbone(Backbone):
         return out, [out]
 
     def run_decoder_block(self, block: nn.Module, call: ForwardCall) -> torch.Tensor:
-        return block(*call.captured["last_block_inputs"])
+        inputs = call.captured["last_block_inputs"]
+        if call.mask_samples is not None:  # the RoPE tables (batch 1) are shared and stay as they are
+            inputs = last_samples(inputs, call.source_latents.shape[0], call.mask_samples)
+        return block(*inputs)
 
     def mask_logits_to_frames(self, logits: torch.Tensor, call: ForwardCall) -> torch.Tensor:
         """(B, S, pt*ph*pw) token logits -> (B, F_latent, 1, h, w), undoing the patchification."""
-        batch, _, frames, height, width = call.source_latents.shape
+        _, _, frames, height, width = call.source_latents.shape
+        batch = logits.shape[0]
         pt, ph, pw = self.transformer.config.patch_size
         grid = logits.reshape(batch, frames // pt, height // ph, width // pw, pt, ph, pw)
         grid = grid.permute(0, 1, 4, 2, 5, 3, 6).reshape(batch, frames, height, width)

@@ -13,7 +13,7 @@ from genprop_cli.models.backbones import backbone_for
 from genprop_cli.models.genprop import AdapterConfig, GenPropAdapter, GenPropDenoiser
 from genprop_cli.random_tiny import build_random_tiny_pipeline, build_random_tiny_wan_pipeline
 
-B, C, F, H, W = 2, 16, 3, 8, 12  # latent batch, channels, frames, height, width
+B, C, F, H, W = 2, 16, 3, 8, 12  # latent batch, channels (Wan 2.1's VAE; 2.2's has 48), frames, height, width
 LAYERS = 4
 
 
@@ -34,7 +34,7 @@ def make_inputs(transformer, seed: int = 0) -> tuple[dict, torch.Tensor]:
         encoder_hidden_states=torch.randn(B, 7, config.text_dim, generator=g),
         encoder_hidden_states_image=None if ti2v else torch.randn(B, 5, config.image_dim, generator=g),
     )
-    return inputs, torch.randn(B, C, F, H, W, generator=g)
+    return inputs, torch.randn(B, config.out_channels, F, H, W, generator=g)
 
 
 def wrap(transformer, sce_blocks: int):

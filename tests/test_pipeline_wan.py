@@ -36,7 +36,8 @@ def frames(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize(("n", "padded", "latent"), [(1, 1, 1), (5, 5, 2), (13, 13, 4), (20, 21, 6), (32, 33, 9)])
 def test_a_chunk_runs_at_the_next_4k_plus_1_frames(pipe, n, padded, latent):
     assert pipe.padded_length(n) == padded
-    assert pipe.encode_frames(frames(n)).shape == (16, latent, 4, 4)
+    channels, side = (48, 2) if pipe.expand_timesteps else (16, 4)  # Wan 2.2's VAE: 48 channels, 16x; 2.1's: 16, 8x
+    assert pipe.encode_frames(frames(n)).shape == (channels, latent, side, side)
 
 
 def test_masks_follow_the_causal_vae_layout(pipe):
@@ -57,7 +58,8 @@ def test_sampling_is_deterministic_per_seed_and_guidance_and_seed_matter(pipe):
     clip = frames(9)
     a, b = sample(pipe, clip), sample(pipe, clip)
     assert torch.equal(a.latents, b.latents) and torch.equal(a.mask, b.mask)
-    assert a.latents.shape == (16, 3, 4, 4) and a.mask.shape == (9, 1, 4, 4)
+    channels, side = (48, 2) if pipe.expand_timesteps else (16, 4)
+    assert a.latents.shape == (channels, 3, side, side) and a.mask.shape == (9, 1, side, side)
     assert 0 <= float(a.mask.min()) and float(a.mask.max()) <= 1
     assert not torch.allclose(sample(pipe, clip, seed=1).latents, a.latents)
     assert not torch.allclose(sample(pipe, clip, guidance=4.0).latents, a.latents)

@@ -101,6 +101,13 @@ WAN_TRANSFORMER_CONFIG = dict(
     image_dim=4,
 )
 WAN_VAE_CONFIG = dict(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True])
+# Wan 2.2's VAE, which TI2V-5B uses: 2x2 pixel patches in (12 channels), residual blocks, 16x spatial, 48 latent
+# channels (a different latent geometry from 2.1's 8x / 16).
+WAN22_VAE_CONFIG = dict(
+    base_dim=8, decoder_base_dim=12, z_dim=48, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True],
+    is_residual=True, in_channels=12, out_channels=12, patch_size=2, scale_factor_spatial=16, scale_factor_temporal=4,
+    latents_mean=[0.0] * 48, latents_std=[1.0] * 48,
+)  # fmt: skip
 WAN_TEXT_CONFIG = dict(
     vocab_size=128, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4, relative_attention_num_buckets=8,
     dropout_rate=0.0,
@@ -113,7 +120,8 @@ WAN_CLIP_CONFIG = dict(
 
 def build_random_tiny_wan_pipeline(seed: int = 0, *, ti2v: bool = False):
     """A tiny `WanImageToVideoPipeline` with random weights: Wan 2.1 I2V layout, or with `ti2v` the Wan 2.2
-    TI2V layout (first latent frame replaced, per-token timesteps, no image encoder)."""
+    TI2V-5B layout (its VAE: 16x, 48 channels; first latent frame replaced, per-token timesteps, no image
+    encoder)."""
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline, WanTransformer3DModel
     from transformers import (
         CLIPImageProcessor,
@@ -127,9 +135,9 @@ def build_random_tiny_wan_pipeline(seed: int = 0, *, ti2v: bool = False):
     torch.manual_seed(seed)
     config = dict(WAN_TRANSFORMER_CONFIG)
     if ti2v:
-        config.update(in_channels=16, image_dim=None)
+        config.update(in_channels=48, out_channels=48, image_dim=None)
     transformer = WanTransformer3DModel(**config)
-    vae = AutoencoderKLWan(**WAN_VAE_CONFIG)
+    vae = AutoencoderKLWan(**(WAN22_VAE_CONFIG if ti2v else WAN_VAE_CONFIG))
     text_encoder = UMT5EncoderModel(UMT5Config(**WAN_TEXT_CONFIG)).eval()
     tokenizer = T5Tokenizer()  # transformers >= 5 builds one without vocabulary files; tiny encoder, tiny vocab
     image_encoder = image_processor = None

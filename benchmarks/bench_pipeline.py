@@ -2,6 +2,13 @@
 backbone, same size, frames, steps and guidance, measured side by side in one run.
 
     python benchmarks/bench_pipeline.py [--models random-tiny random-tiny-wan] [--frames 32] [--steps 4] [--repeats 3]
+    python benchmarks/bench_pipeline.py --real-size --device cuda --models svd-xt --frames 32 --repeats 1
+    python benchmarks/bench_pipeline.py --real-size --device cuda --models wan-ti2v-5b --frames 64 --repeats 1
+
+With --real-size the variants' own architectures are built in memory with random weights
+(`benchmarks/real_size_models.py`) at their real resolution (SVD-XT 1024x576, Wan 2.2 TI2V-5B 1280x704) and
+dtype (fp16, bf16); limits and defaults come from weights.toml. That needs a GPU; `--tiny-stand-ins` runs the
+same path with the tiny models of the same layouts, on a CPU.
 
 Each measurement runs in a fresh Python process (so peaks do not mix), bare and GenProp alternating. The bare
 side is the stock pipeline call (`StableVideoDiffusionPipeline` / `WanImageToVideoPipeline`) generating
@@ -17,6 +24,7 @@ import json
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 CHILD = r"""
 import json, resource, sys, time
@@ -24,11 +32,33 @@ import numpy as np, torch
 from PIL import Image
 from genprop_cli.api import Clip, GenProp, working_size
 from genprop_cli.config import PropagationOptions, Task
-side, model_name, frames, steps, guidance, device = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
+side, model_name, frames, steps, guidance, device, real, bench_dir = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), sys.argv[6], sys.argv[7], sys.argv[8]
 torch.manual_seed(0)
-model = GenProp.load(model_name, device=device)
-pipe, spec = model.pipeline, model.variant.spec
-w, h = working_size(64, 64, spec.limits, pipe.size_multiple) if spec.limits.max_pixels <= 4096 else working_size(16 * 64, 9 * 64, spec.limits, pipe.size_multiple)
+if real != "registry":  # the variant's architecture with random weights, built in memory; limits and defaults from weights.toml
+    from pathlib import Path
+    sys.path.insert(0, bench_dir)
+    from real_size_models import REAL_SIZE, build_real_size
+    from genprop_cli.pipelines import pipeline_class
+    from genprop_cli.weights import ResolvedVariant, load_registry
+    from dataclasses import replace
+    registry = load_registry()
+    spec = registry.get(model_name)
+    tiny = real == "real-tiny"  # tiny stand-ins of the same layouts: a CPU smoke run of this code
+    if tiny:  # at tiny size, or the clip would be scaled up to the real model's pixel budget
+        spec = replace(spec, limits=registry.get("random-tiny").limits)
+    dtype = torch.float32 if tiny else {"fp16": torch.float16, "bf16": torch.bfloat16}[spec.defaults.dtype]
+    diffusers_pipe = build_real_size(model_name, torch.device(device), dtype, tiny=tiny)
+    pipe = pipeline_class(spec.family)(diffusers_pipe, device=torch.device(device))
+    model = GenProp(pipe, ResolvedVariant(spec=spec, backbone_dir=Path("."), adapter_file=None, adapter_sha256=None))
+    if side == "bare":  # the stock call below uses the backbone alone: unhook and free the adapter first
+        pipe.denoiser.detach()
+        del pipe.denoiser, model
+        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    w, h = (64, 64) if tiny else REAL_SIZE[model_name]
+else:
+    model = GenProp.load(model_name, device=device)
+    pipe, spec = model.pipeline, model.variant.spec
+    w, h = working_size(64, 64, spec.limits, pipe.size_multiple) if spec.limits.max_pixels <= 4096 else working_size(16 * 64, 9 * 64, spec.limits, pipe.size_multiple)
 rng = np.random.default_rng(0)
 video = rng.integers(0, 256, (frames, h, w, 3), dtype=np.uint8)
 cuda = pipe.device.type == "cuda"
@@ -69,7 +99,9 @@ print(json.dumps({"seconds": seconds, "peak_mib": peak, "size": [w, h], "family"
 
 
 def measure(side: str, model: str, args) -> dict:
-    cmd = [sys.executable, "-c", CHILD, side, model, str(args.frames), str(args.steps), str(args.guidance), args.device]
+    mode = ("real-tiny" if args.tiny_stand_ins else "real") if args.real_size else "registry"
+    cmd = [sys.executable, "-c", CHILD, side, model, str(args.frames), str(args.steps), str(args.guidance), args.device,
+           mode, str(Path(__file__).resolve().parent)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"{side} {model} failed:\n{proc.stderr[-3000:]}")
@@ -84,7 +116,13 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--real-size", action="store_true",
+                        help="svd-xt / wan-ti2v-5b with random weights at 1024x576 / 1280x704, built in memory (a GPU)")
+    parser.add_argument("--tiny-stand-ins", action="store_true",
+                        help="with --real-size: tiny models of the same layouts, to smoke-run this path on a CPU")
     args = parser.parse_args()
+    if args.real_size and args.models == parser.get_default("models"):
+        args.models = ["svd-xt", "wan-ti2v-5b"]
     print(f"{args.frames} frames, {args.steps} steps, guidance {args.guidance}, {args.device}, median of {args.repeats} "
           "fresh processes per side")
     print(f"{'model':>16} {'family':>6} {'size':>7} {'bare s/frame':>13} {'genprop s/frame':>16} {'ratio':>6} "

@@ -37,15 +37,7 @@ from torch import nn
 from genprop_cli.models.backbones import backbone_for
 from genprop_cli.models.genprop import AdapterConfig, GenPropAdapter, GenPropDenoiser
 from genprop_cli.pipelines.acceleration import compile_blocks
-
-# Wan 2.2 TI2V-5B (Wan-AI/Wan2.2-TI2V-5B-Diffusers, transformer/config.json): 30 x 3072, ffn 14336,
-# 48 latent channels (the Wan 2.2 VAE), no image encoder.
-WAN_TI2V_5B = dict(
-    patch_size=(1, 2, 2), num_attention_heads=24, attention_head_dim=128, in_channels=48, out_channels=48,
-    text_dim=4096, freq_dim=256, ffn_dim=14336, num_layers=30, cross_attn_norm=True,
-    qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=None, rope_max_seq_len=1024,
-)  # fmt: skip
-
+from real_size_models import WAN_TI2V_5B
 
 @dataclass
 class Workload:

@@ -15,12 +15,14 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_real_size.p
 
 @pytest.fixture(scope="module")
 def bench():
+    sys.path.insert(0, str(SCRIPT.parent))  # as when run as a script: its sibling real_size_models imports
     spec = importlib.util.spec_from_file_location("bench_real_size", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclass resolves annotations through sys.modules
     spec.loader.exec_module(module)
     yield module
     del sys.modules[spec.name]
+    sys.path.remove(str(SCRIPT.parent))
 
 
 def test_tiny_run_measures_both_families_and_writes_its_records(bench, tmp_path):
@@ -51,3 +53,23 @@ def test_real_size_inputs_have_the_shapes_the_pipelines_pass(bench):
     assert inputs["encoder_hidden_states"].shape == (2, 512, 4096)
     assert sum(p.numel() for p in wan.parameters()) / 1e9 == pytest.approx(5.0, abs=0.1)  # TI2V-5B
     assert sum(p.numel() for p in unet.parameters()) / 1e9 == pytest.approx(1.52, abs=0.02)  # SVD-XT's U-Net
+
+
+def test_real_size_components_have_the_published_sizes(bench):
+    """The end-to-end benchmark's other components (meta device: shapes only): SVD-XT's VAE and ViT-H/14
+    image encoder, Wan's UMT5-XXL text encoder; the Wan 2.2 VAE builds with its 48-channel, 16x layout."""
+    import torch
+    from diffusers import AutoencoderKLTemporalDecoder, AutoencoderKLWan
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, UMT5Config, UMT5EncoderModel
+
+    import real_size_models as real
+
+    def billions(module: torch.nn.Module) -> float:
+        return sum(p.numel() for p in module.parameters()) / 1e9
+
+    with torch.device("meta"):
+        assert billions(AutoencoderKLTemporalDecoder(**real.SVD_VAE)) == pytest.approx(0.0977, abs=0.001)
+        assert billions(CLIPVisionModelWithProjection(CLIPVisionConfig(**real.VIT_H_14))) == pytest.approx(0.632, abs=0.002)
+        assert billions(UMT5EncoderModel(UMT5Config(**real.UMT5_XXL))) == pytest.approx(5.68, abs=0.01)
+        vae = AutoencoderKLWan(**real.WAN22_VAE)
+    assert (vae.config.z_dim, vae.config.scale_factor_spatial, vae.config.patch_size) == (48, 16, 2)

@@ -369,3 +369,36 @@ def test_train_command_under_a_deepspeed_launch_fails_with_one_line_before_readi
     assert result.exit_code == 2 and "runs on DDP, not DeepSpeed" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_mixed_precision_stores_the_frozen_parts_in_half_and_keeps_what_trains_in_float32():
+    from genprop_cli.pipelines.wan import GenPropWanPipeline
+    from genprop_cli.random_tiny import build_random_tiny_wan_pipeline
+    from genprop_cli.training.trainer import _store_frozen_in
+
+    pipe = GenPropWanPipeline(build_random_tiny_wan_pipeline(seed=0))
+    _store_frozen_in(pipe, "bf16")
+    block = pipe.transformer.blocks[0]
+    assert block.attn1.to_q.weight.dtype == block.ffn.net[2].weight.dtype == torch.bfloat16
+    assert pipe.text_encoder.dtype == pipe.image_encoder.dtype == torch.bfloat16
+    # what Wan keeps in float32 for numerical reasons stays so; the adapter and the VAE are untouched
+    assert block.scale_shift_table.dtype == torch.float32
+    assert pipe.transformer.condition_embedder.time_embedder.linear_1.weight.dtype == torch.float32
+    assert {p.dtype for p in pipe.denoiser.adapter.parameters()} == {torch.float32}
+    assert {p.dtype for p in pipe.vae.parameters()} == {torch.float32}
+
+
+def test_a_bf16_mixed_precision_run_trains_like_a_float32_one(davis, tmp_path):
+    from accelerate.state import AcceleratorState
+    from safetensors import safe_open
+
+    full = train(config(davis, tmp_path / "fp32", model="random-tiny-wan", steps=3))
+    AcceleratorState._reset_state(True)  # one mixed-precision setting per process, as in a real launch
+    try:
+        half = train(config(davis, tmp_path / "bf16", model="random-tiny-wan", steps=3, mixed_precision="bf16"))
+    finally:
+        AcceleratorState._reset_state(True)
+    for term in ("total", "non_mask", "mask", "mpd"):
+        assert half.final_terms[term] == pytest.approx(full.final_terms[term], rel=0.05), term
+    with safe_open(half.adapter, framework="pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float32}

@@ -130,7 +130,9 @@ def peak_extra_mib(call: Callable[[], object], device: torch.device) -> float | 
 
 
 def bench(work: Workload, compiled: bool, repeats: int, device: torch.device) -> dict:
-    model = work.build().to(device, work.dtype).eval().requires_grad_(False)
+    with torch.device(device):  # random init on the device: seconds, where 5 B parameters take minutes on a host
+        model = work.build()
+    model = model.to(device, work.dtype).eval().requires_grad_(False)
     backbone = backbone_for(work.family, model)
     n = backbone.default_sce_blocks
     adapter = GenPropAdapter(backbone, AdapterConfig(work.family, n)).to(device, work.dtype)

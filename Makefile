@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch; GPU users: `make setup TORCH_SPEC=torch` (or install their CUDA build first).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup demo test test-slow test-all bench toy toy-results clean
+.PHONY: setup demo test test-slow test-all bench toy toy-results device-wheels clean
 
 $(BIN)/genprop: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,12 @@ bench: setup
 	$(BIN)/python benchmarks/bench_memory.py
 	$(BIN)/python benchmarks/bench_soak.py
 	$(BIN)/python benchmarks/bench_train.py
+
+# Wheels the GPU machine's image lacks (it has torch, transformers, accelerate, typer, rich, safetensors and the
+# Hub client), at the versions installed here, for scripts/device_check.sh (about 42 MB, carried as .device).
+device-wheels: setup
+	$(BIN)/pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 \
+		-d .device/wheels $$($(BIN)/pip list --format=freeze 2>/dev/null | grep -i -E '^(diffusers|av)==')
 
 clean:
 	rm -rf out .pytest_cache .hypothesis

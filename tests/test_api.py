@@ -64,6 +64,12 @@ def clip(tmp_path):
     return Clip.open(video, pattern_frame(0, W, H))
 
 
+def test_a_loaded_model_is_frozen_adapter_included(model):
+    """Inference needs no gradients; a trainable adapter would also get its own compiled graphs under --compile
+    (dynamo guards on requires_grad), apart from the backbone blocks it copies."""
+    assert not any(p.requires_grad for p in model.pipeline.denoiser.parameters())
+
+
 def test_propagate_streams_frames_in_order_with_input_timing(model, clip):
     options = PropagationOptions(task=Task.EDIT, steps=1)
     events = []

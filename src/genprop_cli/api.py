@@ -245,6 +245,9 @@ class GenProp:
                 f"out of GPU memory loading variant {resolved.spec.name!r}; try --offload encoders or --offload group "
                 "(weights stay in CPU memory), or --dtype bf16/fp16"
             ) from None
+        # Inference never needs the adapter's gradients; frozen like the backbone, its block copies also share
+        # the backbone blocks' compiled graphs under --compile (dynamo guards on requires_grad).
+        pipeline.denoiser.adapter.requires_grad_(False)
         return cls(pipeline, resolved)
 
     @property

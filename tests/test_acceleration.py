@@ -145,3 +145,15 @@ def test_compiled_dit_blocks_share_graphs_however_many_carry_hooks():
     assert counters["stats"]["unique_graphs"] <= 4
     torch.testing.assert_close(outputs[-1].sample, reference.sample, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(outputs[-1].mask_logits, reference.mask_logits, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_compile_and_group_offload_compose():
+    """--compile with --offload group (a likely pair on a small GPU): the offloading hooks wrap the GenProp
+    hooks, which wrap the compiled blocks; onloading to the CPU itself, the numbers must not move."""
+    reference = chunk(wan_pipe())
+    pipe = wan_pipe(runtime=RuntimeOptions(compile=True))
+    offload_denoiser(pipe.transformer, CPU)
+    result = chunk(pipe)
+    torch.testing.assert_close(result.latents, reference.latents, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(result.mask, reference.mask, atol=1e-4, rtol=1e-4)

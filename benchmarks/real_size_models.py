@@ -6,7 +6,7 @@ the cost), for the real-size benchmarks. Configs are the published ones:
   OpenCLIP ViT-H/14 image encoder (32 x 1280, projection 1024), its Euler scheduler;
 * Wan 2.2 TI2V-5B (Wan-AI/Wan2.2-TI2V-5B-Diffusers): the 30 x 3072 transformer (5.0 B), the Wan 2.2 VAE (2x2
   pixel patches, base 160 / decoder 256, 48 latent channels, 16x), UMT5-XXL (24 x 4096, 64 heads) as text
-  encoder with a vocabulary-less tokenizer (ids only matter for speed as a count).
+  encoder with a vocabulary-less tokenizer (ids only matter for speed as a count), its UniPC flow scheduler.
 """
 
 from __future__ import annotations
@@ -63,15 +63,17 @@ def build_svd_xt(device: torch.device, dtype: torch.dtype):
 
 
 def build_wan_ti2v_5b(device: torch.device, dtype: torch.dtype):
-    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline, WanTransformer3DModel
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideoPipeline, WanTransformer3DModel
     from transformers import T5Tokenizer, UMT5Config, UMT5EncoderModel
 
     with torch.device(device):
         transformer = WanTransformer3DModel(**WAN_TI2V_5B)
         vae = AutoencoderKLWan(**WAN22_VAE)
         text_encoder = UMT5EncoderModel(UMT5Config(**UMT5_XXL))
+    # Wan's own scheduler: multistep UniPC on flow sigmas, shift 5
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0)
     pipe = WanImageToVideoPipeline(
-        tokenizer=T5Tokenizer(), text_encoder=text_encoder, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0),
+        tokenizer=T5Tokenizer(), text_encoder=text_encoder, vae=vae, scheduler=scheduler,
         image_processor=None, image_encoder=None, transformer=transformer, expand_timesteps=True,
     )  # fmt: skip
     pipe.to(device, dtype)

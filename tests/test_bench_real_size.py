@@ -73,3 +73,23 @@ def test_real_size_components_have_the_published_sizes(bench):
         assert billions(UMT5EncoderModel(UMT5Config(**real.UMT5_XXL))) == pytest.approx(5.68, abs=0.01)
         vae = AutoencoderKLWan(**real.WAN22_VAE)
     assert (vae.config.z_dim, vae.config.scale_factor_spatial, vae.config.patch_size) == (48, 16, 2)
+
+
+@pytest.mark.parametrize(("variant", "family", "n", "adapter_b", "backbone_b"),
+                         [("svd-xt", "svd", 5, 0.712, 1.525), ("wan-ti2v-5b", "wan", 8, 1.559, 5.0)])
+def test_genprop_wraps_the_real_size_pipelines(bench, variant, family, n, adapter_b, backbone_b):
+    """The whole real-size variant, built the way the end-to-end benchmark builds it and wrapped by GenProp's
+    pipeline, on the meta device: the default adapter's size (docs/training.md quotes these)."""
+    import torch
+
+    import real_size_models as real
+    from genprop_cli.pipelines import pipeline_class
+
+    meta = torch.device("meta")
+    diffusers_pipe = real.build_real_size(variant, meta, torch.bfloat16)
+    with meta:  # the adapter's copies and new layers on the meta device too
+        pipe = pipeline_class(family)(diffusers_pipe, device=meta)
+    adapter = pipe.denoiser.adapter
+    assert adapter.config.sce_blocks == n
+    assert sum(p.numel() for p in adapter.parameters()) / 1e9 == pytest.approx(adapter_b, abs=0.002)
+    assert sum(p.numel() for p in pipe.backbone.denoiser.parameters()) / 1e9 == pytest.approx(backbone_b, abs=0.01)

@@ -206,7 +206,7 @@ def launched_engine(environ: Mapping[str, str]) -> str:
 def check_data_parallel(distributed_type: str) -> None:
     """Refuses an Accelerate distributed type that shards the model (DeepSpeed, FSDP, Megatron-LM).
 
-    Only the adapter trains (about 0.7-1.3 B parameters for svd-xt and wan-ti2v-5b), so a whole replica per
+    Only the adapter trains (0.71 B and 1.56 B parameters for svd-xt and wan-ti2v-5b), so a whole replica per
     process fits a large GPU and DDP is enough; and the EMA (kept on the parameters as they were before
     `prepare`) and the export (the unwrapped model's state) need every adapter weight whole on each
     process, as DDP keeps them. The engines' own gradient accumulation and checkpoints are untested here.

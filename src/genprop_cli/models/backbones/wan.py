@@ -46,8 +46,8 @@ class WanBackbone(Backbone):
 
     @property
     def default_sce_blocks(self) -> int:
-        # A quarter of the blocks: 8 of Wan2.2-TI2V-5B's 30 (1.39 B trainable parameters with their injections), 10 of
-        # Wan2.1-14B's 40; the SCE's cost is N/M of the backbone's.
+        # A quarter of the blocks: 8 of Wan2.2-TI2V-5B's 30 (1.39 B trainable parameters with their
+        # injections), 10 of Wan2.1-14B's 40; the SCE's cost is N/M of the backbone's.
         return max(1, round(self.num_blocks / 4))
 
     def encoder_blocks(self) -> list[nn.Module]:

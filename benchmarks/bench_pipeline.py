@@ -53,7 +53,8 @@ if real != "registry":  # the variant's architecture with random weights, built 
     if side == "bare":  # the stock call below uses the backbone alone: unhook and free the adapter first
         pipe.denoiser.detach()
         del pipe.denoiser, model
-        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     w, h = (64, 64) if tiny else REAL_SIZE[model_name]
 else:
     model = GenProp.load(model_name, device=device)

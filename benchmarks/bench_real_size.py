@@ -39,6 +39,7 @@ from genprop_cli.models.genprop import AdapterConfig, GenPropAdapter, GenPropDen
 from genprop_cli.pipelines.acceleration import compile_blocks
 from real_size_models import WAN_TI2V_5B
 
+
 @dataclass
 class Workload:
     """One backbone at one size: how to build it and what one denoiser call gets."""
@@ -48,9 +49,9 @@ class Workload:
     dtype: torch.dtype
     frames: int  # latent frames per chunk
     latent_hw: tuple[int, int]
+    build: Callable[[], nn.Module] = field(repr=False)
     batch: int = 2  # CFG: unconditional + conditional
     text_tokens: int = 512
-    build: Callable[[], nn.Module] = field(default=lambda: None, repr=False)
 
 
 def real_workloads() -> dict[str, Workload]:

@@ -7,6 +7,8 @@ import copy
 import pytest
 import torch
 
+from mpd_checks import full_and_variant
+
 from genprop_cli.config import Task
 from genprop_cli.errors import WeightsError
 from genprop_cli.models.backbones import backbone_for
@@ -73,16 +75,8 @@ def test_nonzero_injection_or_task_embedding_changes_the_output(unet):
 def test_without_predict_mask_the_mpd_is_skipped_and_the_prediction_is_unchanged(unet):
     inputs, source = make_inputs()
     _, denoiser = wrap(unet, 2)
-    calls = []
-    denoiser.adapter.mpd.block.register_forward_hook(lambda *_: calls.append(1))
-    with torch.no_grad():
-        for inj in denoiser.adapter.sce.injections:  # a trained-looking adapter: the SCE changes the result
-            torch.nn.init.normal_(inj.weight, std=0.05)
-        task = torch.tensor([1, 2])
-        full = denoiser(**inputs, source_latents=source, task_ids=task)
-        assert calls == [1]
-        lean = denoiser(**inputs, source_latents=source, task_ids=task, predict_mask=False)
-    assert calls == [1], "the MPD ran although its mask was not asked for"
+    full, lean, rows = full_and_variant(denoiser, inputs, source, predict_mask=False)
+    assert len(rows) == 1, "the MPD ran although its mask was not asked for"
     assert lean.mask_logits is None
     assert torch.equal(lean.sample, full.sample)
 
@@ -90,14 +84,7 @@ def test_without_predict_mask_the_mpd_is_skipped_and_the_prediction_is_unchanged
 def test_mask_samples_runs_the_mpd_on_the_last_samples_only(unet):
     inputs, source = make_inputs()  # batch 2: under CFG, the unconditional then the conditional branch
     _, denoiser = wrap(unet, 2)
-    rows = []
-    denoiser.adapter.mpd.block.register_forward_hook(lambda _m, _a, out: rows.append(out.shape[0]))
-    with torch.no_grad():
-        for inj in denoiser.adapter.sce.injections:
-            torch.nn.init.normal_(inj.weight, std=0.05)
-        task = torch.tensor([1, 2])
-        full = denoiser(**inputs, source_latents=source, task_ids=task)
-        last = denoiser(**inputs, source_latents=source, task_ids=task, mask_samples=1)
+    full, last, rows = full_and_variant(denoiser, inputs, source, mask_samples=1)
     assert rows == [B * F, F]  # frames are folded into the U-Net's batch
     assert last.mask_logits.shape == (1, F, 1, H, W)
     torch.testing.assert_close(last.mask_logits, full.mask_logits[-1:], atol=1e-5, rtol=1e-5)

@@ -8,6 +8,8 @@ import copy
 import pytest
 import torch
 
+from mpd_checks import full_and_variant
+
 from genprop_cli.errors import WeightsError
 from genprop_cli.models.backbones import backbone_for
 from genprop_cli.models.genprop import AdapterConfig, GenPropAdapter, GenPropDenoiser
@@ -58,29 +60,15 @@ def test_zero_initialised_genprop_equals_bare_wan(transformer, sce_blocks):
 def test_without_predict_mask_the_mpd_block_is_skipped_and_the_prediction_is_unchanged(transformer):
     inputs, source = make_inputs(transformer)
     _, denoiser = wrap(transformer, 2)
-    calls = []
-    denoiser.adapter.mpd.block.register_forward_hook(lambda *_: calls.append(1))
-    with torch.no_grad():
-        for inj in denoiser.adapter.sce.injections:
-            torch.nn.init.normal_(inj.weight, std=0.05)
-        task = torch.tensor([1, 2])
-        full = denoiser(**inputs, source_latents=source, task_ids=task)
-        lean = denoiser(**inputs, source_latents=source, task_ids=task, predict_mask=False)
-    assert calls == [1] and lean.mask_logits is None
+    full, lean, rows = full_and_variant(denoiser, inputs, source, predict_mask=False)
+    assert len(rows) == 1 and lean.mask_logits is None
     assert torch.equal(lean.sample, full.sample)
 
 
 def test_mask_samples_runs_the_mpd_on_the_last_samples_only(transformer):
     inputs, source = make_inputs(transformer)
     _, denoiser = wrap(transformer, 2)
-    rows = []
-    denoiser.adapter.mpd.block.register_forward_hook(lambda _m, _a, out: rows.append(out.shape[0]))
-    with torch.no_grad():
-        for inj in denoiser.adapter.sce.injections:
-            torch.nn.init.normal_(inj.weight, std=0.05)
-        task = torch.tensor([1, 2])
-        full = denoiser(**inputs, source_latents=source, task_ids=task)
-        last = denoiser(**inputs, source_latents=source, task_ids=task, mask_samples=1)
+    full, last, rows = full_and_variant(denoiser, inputs, source, mask_samples=1)
     assert rows == [B, 1]
     assert last.mask_logits.shape == (1, F, 1, H, W)
     torch.testing.assert_close(last.mask_logits, full.mask_logits[-1:], atol=1e-5, rtol=1e-5)

@@ -39,7 +39,8 @@ __all__ = [
 
 # Chroma subsampling for the encoder: swscale's area filter averages each 2x2 block, which is both cheaper
 # than its default bilinear at 1080p (3.5 vs 4.6 ms a frame) and closer to the exact BT.709 average (chroma
-# off by at most 0.6 levels instead of 26), and decodes back closer to the input (benchmarks/bench_swscale.py).
+# off by at most 0.6 levels instead of 26; benchmarks/bench_swscale.py), and decodes back closer to the input
+# (docs/performance.md, "Video I/O vs ffmpeg").
 _CHROMA_FILTER = Interpolation.AREA
 
 # Errors PyAV raises for unreadable data; InvalidDataError is also a ValueError, I/O errors are OSError.

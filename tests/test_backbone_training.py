@@ -78,3 +78,42 @@ def test_bad_options_are_option_errors(dataset, tmp_path):
         BackboneTrainConfig.from_dict({"data": "d", "output": "o", "vae_stpes": 3})
     with pytest.raises(InputError, match="clips need 13"):
         train_backbone(config(dataset, tmp_path / "x", frames=13, vae_frames=13))
+
+
+def _vae_l1s(dataset: Path, output: Path | None, **overrides) -> tuple[list[float], torch.nn.Module]:
+    cfg = config(dataset, output or Path("unused"), vae_lr=2e-3, **overrides)
+    vae, *_ = build_components(cfg.architecture, cfg.frames, seed=0)
+    l1s: list[float] = []
+    train_vae(vae, cfg, torch.device("cpu"), lambda r: l1s.append(r["l1"]), output)
+    return l1s, vae
+
+
+def test_bf16_autocast_tracks_float32(dataset):
+    fp32, _ = _vae_l1s(dataset, None, vae_steps=12)
+    bf16, _ = _vae_l1s(dataset, None, vae_steps=12, mixed_precision="bf16")
+    assert bf16[0] == pytest.approx(fp32[0], rel=0.05)  # same data, same weights: rounding only
+    assert np.mean(bf16[-4:]) == pytest.approx(np.mean(fp32[-4:]), rel=0.1)
+    assert np.mean(bf16[-4:]) < bf16[0]  # and it learns
+
+
+def test_an_interrupted_stage_resumes_exactly(dataset, tmp_path):
+    _, whole = _vae_l1s(dataset, tmp_path / "whole", vae_steps=6, save_every=3, ema_decay=0.9)
+    # The same run stopped after its step-3 checkpoint, then started again on the same output folder.
+    first, _ = _vae_l1s(dataset, tmp_path / "split", vae_steps=6, save_every=3, ema_decay=0.9)
+    from genprop_cli.training.backbone import latest_stage_checkpoint
+
+    later = latest_stage_checkpoint(tmp_path / "split", "vae")
+    import shutil
+
+    shutil.rmtree(later)  # drop the step-6 checkpoint: only step 3 is left to resume from
+    assert latest_stage_checkpoint(tmp_path / "split", "vae").name == "vae-00000003"
+    resumed_l1s, resumed = _vae_l1s(dataset, tmp_path / "split", vae_steps=6, save_every=3, ema_decay=0.9)
+    assert len(resumed_l1s) == 3  # steps 4 to 6 only
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+
+
+def test_a_checkpoint_of_other_options_is_refused(dataset, tmp_path):
+    _vae_l1s(dataset, tmp_path, vae_steps=2, save_every=2)
+    with pytest.raises(OptionError, match="other options"):
+        _vae_l1s(dataset, tmp_path, vae_steps=4, save_every=2, kl_weight=1e-3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -405,3 +406,68 @@ def test_reading_a_broken_example_is_an_input_error(tmp_path: Path) -> None:
 
     with pytest.raises(InputError):
         export.read_eval_example(tmp_path / "missing")
+
+
+# --- varied backgrounds --------------------------------------------------------------------------
+
+from genprop_cli.toy.world import BACKGROUND_KINDS, HELD_OUT_PHOTOS, TRAIN_PHOTOS  # noqa: E402
+
+
+def test_default_backgrounds_draw_the_original_toy_world() -> None:
+    original = sample_scene(np.random.default_rng(5), frames=6)
+    explicit = sample_scene(np.random.default_rng(5), frames=6, backgrounds=("waves",), camera_zoom=0.0)
+    assert original == explicit and original.background.kind == "waves" and original.background.zoom == 0.0
+
+
+@pytest.mark.parametrize("kind", BACKGROUND_KINDS)
+def test_every_background_kind_keeps_ground_truth_exact(kind: str) -> None:
+    for seed in range(3):
+        scene = sample_scene(np.random.default_rng(seed), frames=6, backgrounds=(kind,), camera_zoom=0.02)
+        assert scene.background.kind == kind
+        first, again = render(scene), render(scene)
+        np.testing.assert_array_equal(first.frames, again.frames)  # no random draws while rendering
+        example = make_remove(scene, np.random.default_rng(seed))
+        # Outside the removed object and its shadow, the target is the source exactly.
+        np.testing.assert_array_equal(example.target[~example.masks], example.source[~example.masks])
+        bare = background_of(scene)
+        nothing = ~union([*first.instance_masks.values(), *first.shadow_masks.values()])
+        np.testing.assert_array_equal(first.frames[nothing], bare[nothing])
+
+
+def test_backgrounds_are_not_all_alike() -> None:
+    """Each kind makes a different image statistic: a flat one has no detail, a photo or checker has plenty."""
+    def detail(kind: str) -> float:
+        scene = sample_scene(np.random.default_rng(1), frames=1, backgrounds=(kind,))
+        frame = background_of(scene)[0].astype(float)
+        return float(np.abs(np.diff(frame, axis=1)).mean())
+
+    assert detail("flat") < 1.5 < detail("checker") and detail("photo") > detail("flat")
+    gradient = background_of(sample_scene(np.random.default_rng(2), frames=1, backgrounds=("gradient",)))[0]
+    assert np.ptp(gradient.astype(float).mean(axis=-1)) > 20  # both colours of the ramp show
+
+
+def test_zoom_moves_the_texture_and_no_zoom_keeps_it_still() -> None:
+    scene = sample_scene(np.random.default_rng(3), frames=11, backgrounds=("checker",))
+    still = dataclasses.replace(scene.background, pan=(0.0, 0.0), grain_amount=0.0)
+    zoomed = dataclasses.replace(scene, background=dataclasses.replace(still, zoom=0.05), shapes=())
+    frames = render(zoomed).frames.astype(int)
+    assert (frames[-1] != frames[0]).mean() > 0.2  # the rest moves outwards
+    static = dataclasses.replace(zoomed, background=still)
+    assert (render(static).frames == render(static).frames[0]).all()
+
+
+def test_training_clips_never_show_held_out_photos(tmp_path) -> None:
+    assert not set(TRAIN_PHOTOS) & set(HELD_OUT_PHOTOS)
+    for index in range(12):
+        scene = sample_scene(export._rng(0, export._DAVIS_STREAM, index), frames=2, backgrounds=("photo",),
+                             photos=TRAIN_PHOTOS)
+        assert scene.background.photo in TRAIN_PHOTOS
+    folders = export.write_eval_set(tmp_path / "eval", 2, 7, frames=3, backgrounds=("photo",), tasks=[Task.REMOVE])
+    for folder in folders:
+        meta = json.loads((folder / "meta.json").read_text())
+        assert meta["scene"]["background"]["photo"] in HELD_OUT_PHOTOS
+
+
+def test_unknown_background_kind_is_refused() -> None:
+    with pytest.raises(ValueError, match="background kinds"):
+        sample_scene(np.random.default_rng(0), frames=2, backgrounds=("marble",))

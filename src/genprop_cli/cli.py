@@ -744,6 +744,25 @@ def eval_command(
         err.print(f"wrote {output / runner.REPORT_JSON}, {output / runner.REPORT_MD} and {output / runner.SHEETS}/", highlight=False)
 
 
+BACKGROUNDS_HELP = (
+    "Background kinds, comma-separated, drawn with equal odds: waves (the original texture), gradient, flat, "
+    "stripes, checker, blobs, photo (real photographs bundled with scikit-image); or 'all'."
+)
+ZOOM_HELP = "Half the clips zoom in or out by up to this fraction per frame (0: pans only)."
+
+
+def _background_kinds(text: str) -> tuple[str, ...]:
+    """'all' or a comma-separated list of toy background kinds; a bad name is a usage error (exit 2)."""
+    from genprop_cli.toy.world import BACKGROUND_KINDS
+
+    kinds = BACKGROUND_KINDS if text.strip() == "all" else tuple(k.strip() for k in text.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in BACKGROUND_KINDS]
+    if unknown or not kinds:
+        raise typer.BadParameter(f"unknown background kind(s) {', '.join(unknown) or '(none)'}; "
+                                 f"choose from {', '.join(BACKGROUND_KINDS)} or all", param_hint="--backgrounds")
+    return kinds
+
+
 @toy_app.command("dataset")
 def toy_dataset(
     output: Annotated[Path, typer.Argument(help="Dataset root to create (DAVIS layout).", show_default=False)],
@@ -754,13 +773,17 @@ def toy_dataset(
     shadows: Annotated[
         bool, typer.Option("--shadows/--no-shadows", help="Annotate each object together with its shadow.")
     ] = False,
+    backgrounds: Annotated[str, typer.Option(help=BACKGROUNDS_HELP)] = "waves",
+    zoom: Annotated[float, typer.Option(help=ZOOM_HELP)] = 0.0,
 ) -> None:
     """Write toy clips (shapes, shadows, a panning textured background) with instance masks, DAVIS layout."""
     from genprop_cli.toy import write_davis
 
     if output.exists() and any(output.iterdir()):
         raise fail(GenPropError(f"{output} is not empty"), False)
-    names = write_davis(output, clips, seed, frames=frames, size=size, shadows=shadows)
+    kinds = _background_kinds(backgrounds)
+    names = write_davis(output, clips, seed, frames=frames, size=size, shadows=shadows, backgrounds=kinds,
+                        camera_zoom=zoom)
     err.print(f"wrote {len(names)} clips to {output}", highlight=False)
 
 
@@ -771,13 +794,16 @@ def toy_eval_set(
     frames: Annotated[int, typer.Option(help="Frames per clip.")] = 24,
     size: Annotated[int, typer.Option(help="Frame width and height.")] = 64,
     seed: Annotated[int, typer.Option(help="World seed (use one the training data did not).")] = 1000,
+    backgrounds: Annotated[str, typer.Option(help=BACKGROUNDS_HELP + " Photos: the ones training never uses.")] = "waves",
+    zoom: Annotated[float, typer.Option(help=ZOOM_HELP)] = 0.0,
 ) -> None:
     """Write (source, edited first frame, ground-truth clip, ground-truth masks) examples for every task."""
     from genprop_cli.toy import write_eval_set
 
     if output.exists() and any(output.iterdir()):
         raise fail(GenPropError(f"{output} is not empty"), False)
-    folders = write_eval_set(output, per_task, seed, frames=frames, size=size)
+    folders = write_eval_set(output, per_task, seed, frames=frames, size=size,
+                             backgrounds=_background_kinds(backgrounds), camera_zoom=zoom)
     err.print(f"wrote {len(folders)} examples to {output}", highlight=False)
 
 

@@ -33,6 +33,8 @@ from genprop_cli.toy.world import (
     frame_dimensions,
     make_example,
     render,
+    HELD_OUT_PHOTOS,
+    TRAIN_PHOTOS,
     sample_scene,
 )
 
@@ -81,14 +83,18 @@ def write_davis(
     frames: int = DEFAULT_FRAMES,
     size: int | tuple[int, int] = DEFAULT_SIZE,
     shadows: bool = False,
+    backgrounds: tuple[str, ...] = ("waves",),
+    camera_zoom: float = 0.0,
 ) -> list[str]:
     """Write `n_clips` toy clips in the DAVIS layout under `root`; returns the sequence names. With `shadows`
-    each instance is annotated together with its shadow."""
+    each instance is annotated together with its shadow. `backgrounds` and `camera_zoom` are
+    `sample_scene`'s; photo backgrounds come from TRAIN_PHOTOS only (evaluation sets keep the held-out ones)."""
     root = Path(root)
     names = []
     for index in range(n_clips):
         name = f"toy-{index:05d}"
-        scene = sample_scene(_rng(seed, _DAVIS_STREAM, index), frames=frames, size=size)
+        scene = sample_scene(_rng(seed, _DAVIS_STREAM, index), frames=frames, size=size, backgrounds=backgrounds,
+                             photos=TRAIN_PHOTOS, camera_zoom=camera_zoom)
         output = render(scene)
         masks = with_shadows(output.instance_masks, output.shadow_masks) if shadows else output.instance_masks
         labels = label_maps(masks)
@@ -147,8 +153,12 @@ def write_eval_set(
     frames: int = DEFAULT_FRAMES,
     size: int | tuple[int, int] = DEFAULT_SIZE,
     tasks: Iterable[Task] = tuple(Task),
+    backgrounds: tuple[str, ...] = ("waves",),
+    photos: tuple[str, ...] = HELD_OUT_PHOTOS,
+    camera_zoom: float = 0.0,
 ) -> list[Path]:
-    """Write `n_per_task` examples of each task and `<root>/index.json`; returns the example folders."""
+    """Write `n_per_task` examples of each task and `<root>/index.json`; returns the example folders.
+    Photo backgrounds come from `photos` (by default the ones training data never uses)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     entries, folders = [], []
@@ -157,7 +167,8 @@ def write_eval_set(
             name = f"{task.value}-{index:03d}"
             rng_seed = example_seed(seed, task, index)
             rng = np.random.default_rng(rng_seed)
-            scene = sample_scene(rng, frames=frames, size=size)
+            scene = sample_scene(rng, frames=frames, size=size, backgrounds=backgrounds, photos=photos,
+                                 camera_zoom=camera_zoom)
             example = make_example(task, scene, rng)
             example.name, example.seed = name, rng_seed
             folders.append(write_eval_example(root / name, example, scene_description=dataclasses.asdict(scene)))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import colorsys
 import dataclasses
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -29,6 +30,11 @@ import numpy as np
 from genprop_cli.config import Task
 
 __all__ = [
+    "BACKGROUND_KINDS",
+    "BUNDLED_PHOTOS",
+    "HELD_OUT_PHOTOS",
+    "TRAIN_PHOTOS",
+    "bundled_photo",
     "DEFAULT_FRAMES",
     "DEFAULT_SIZE",
     "EDIT_KINDS",
@@ -63,6 +69,7 @@ EditKind = Literal["recolour", "reshape"]
 DEFAULT_FRAMES = 24
 DEFAULT_SIZE = 64
 KINDS = ("disc", "square", "triangle", "star")
+BACKGROUND_KINDS = ("waves", "gradient", "flat", "stripes", "checker", "blobs", "photo")
 EDIT_KINDS: tuple[EditKind, ...] = ("recolour", "reshape")
 MARKER: RGB = (255, 0, 255)
 SHADOW_CUTOFF = 0.01  # attenuation below this (under 2.55/255 on white) is dropped, so shadow masks are exact
@@ -151,13 +158,25 @@ class Wave:
 
 @dataclass(frozen=True)
 class Background:
-    """A texture of plane waves mixing two muted colours, with fine grain, panning at `pan` px/frame."""
+    """What is behind the shapes, as a function of texture coordinates, moved by a camera pan and zoom.
+
+    `kind` picks how `colours` are mixed (BACKGROUND_KINDS): "waves" (the original toy texture: broad plane
+    waves), "gradient" (a linear ramp along `waves[0]`'s direction over its wavelength), "flat" (`colours[0]`),
+    "stripes" and "checker" (hard-edged patterns from `waves[0]` and `waves[:2]`), "blobs" (many waves of
+    several scales) or "photo" (the bundled photograph `photo`, a real image, `photo_scale` photo pixels per
+    frame pixel from `photo_origin`). Fine grain modulates brightness on top.
+    """
 
     colours: tuple[RGB, RGB]
     waves: tuple[Wave, ...]  # the mix between the two colours
     grain: tuple[Wave, ...]  # a fine brightness modulation
     grain_amount: float
     pan: tuple[float, float]  # on-screen velocity of the texture, px per frame
+    kind: str = "waves"
+    zoom: float = 0.0  # camera zoom: the texture's scale grows by this fraction per frame, about the frame centre
+    photo: str | None = None  # a BUNDLED_PHOTOS name, for kind "photo"
+    photo_origin: tuple[float, float] = (0.0, 0.0)  # photo pixel under the frame's top-left corner in frame 0
+    photo_scale: float = 1.0  # photo pixels per frame pixel
 
 
 @dataclass(frozen=True)
@@ -276,17 +295,95 @@ def _pixel_centres(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _background(scene: Scene, times: np.ndarray) -> np.ndarray:
-    """(T, H, W, 3) float64 background: the texture sampled where the pan has moved it."""
+    """(T, H, W, 3) float64 background: the texture sampled where the camera's pan and zoom have moved it."""
     xs, ys = _pixel_centres(scene)
     background = scene.background
     t = np.asarray(times, dtype=np.float64)[:, None, None]
-    u = xs - background.pan[0] * t
-    v = ys - background.pan[1] * t
-    mix = 0.5 + 0.5 * _wave_sum(background.waves, u, v)
+    u, v = _texture_coordinates(background, xs, ys, t, scene.width / 2.0, scene.height / 2.0)
     brightness = 1.0 + background.grain_amount * _wave_sum(background.grain, u, v)
-    first, second = (np.asarray(c, dtype=np.float64) for c in background.colours)
-    colour = first + (second - first) * mix[..., None]
+    if background.kind == "photo":
+        colour = _photo_colour(background, u, v)
+    else:
+        mix = _background_mix(background, u, v)
+        first, second = (np.asarray(c, dtype=np.float64) for c in background.colours)
+        colour = first + (second - first) * mix[..., None]
     return np.clip(colour * brightness[..., None], 0.0, 255.0)
+
+
+def _texture_coordinates(
+    background: Background, xs: np.ndarray, ys: np.ndarray, t: np.ndarray, cx: float, cy: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Texture coordinates seen at pixel centres (xs, ys) at frames t: zoomed about the centre, then panned."""
+    zoom = (1.0 + background.zoom) ** t
+    u = cx + (xs - cx) / zoom - background.pan[0] * t
+    v = cy + (ys - cy) / zoom - background.pan[1] * t
+    return u, v
+
+
+def _background_mix(background: Background, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """The mix in [0, 1] between the two colours at texture coordinates (u, v), by background kind."""
+    kind, waves = background.kind, background.waves
+    if kind in ("waves", "blobs"):
+        return 0.5 + 0.5 * _wave_sum(waves, u, v)
+    if kind == "flat":
+        return np.zeros(np.broadcast_shapes(u.shape, v.shape))
+    if kind == "gradient":
+        wave = waves[0]
+        along = wave.direction[0] * u + wave.direction[1] * v
+        return np.clip(along / wave.wavelength + wave.phase, 0.0, 1.0)
+    if kind == "stripes":
+        return 0.5 + 0.5 * np.tanh(4.0 * _wave_sum(waves[:1], u, v))
+    if kind == "checker":
+        return 0.5 + 0.5 * np.tanh(6.0 * _wave_sum(waves[:1], u, v) * _wave_sum(waves[1:2], u, v))
+    raise ValueError(f"unknown background kind {kind!r}; expected one of {', '.join(BACKGROUND_KINDS)}")
+
+
+def _photo_colour(background: Background, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """(…, 3) the bundled photograph sampled bilinearly at texture coordinates (u, v), mirrored at its edges."""
+    if background.photo is None:
+        raise ValueError("a photo background needs a photo name")
+    image = bundled_photo(background.photo)
+    height, width = image.shape[:2]
+    px = _mirrored(background.photo_origin[0] + background.photo_scale * u - 0.5, width)
+    py = _mirrored(background.photo_origin[1] + background.photo_scale * v - 0.5, height)
+    x0, y0 = np.floor(px).astype(np.int64), np.floor(py).astype(np.int64)
+    fx, fy = (px - x0)[..., None], (py - y0)[..., None]
+    x1, y1 = np.minimum(x0 + 1, width - 1), np.minimum(y0 + 1, height - 1)
+    top = image[y0, x0] * (1 - fx) + image[y0, x1] * fx
+    bottom = image[y1, x0] * (1 - fx) + image[y1, x1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def _mirrored(coordinate: np.ndarray, size: int) -> np.ndarray:
+    """Coordinates folded into [0, size - 1] by mirroring, so a pan or zoom never leaves the photo."""
+    period = 2.0 * (size - 1)
+    folded = np.mod(coordinate, period)
+    return np.where(folded > size - 1, period - folded, folded)
+
+
+# Colour photographs that scikit-image bundles in its wheel (no download): real backgrounds for the toy world.
+# The held-out ones never appear in training data (write_davis) unless asked for; evaluation sets use them.
+TRAIN_PHOTOS = ("astronaut", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
+HELD_OUT_PHOTOS = ("chelsea",)
+BUNDLED_PHOTOS = TRAIN_PHOTOS + HELD_OUT_PHOTOS
+_PHOTO_WIDTH = 160  # px: a 64 px frame sees about half of a photo at scale 1
+
+
+@functools.lru_cache(maxsize=None)
+def bundled_photo(name: str) -> np.ndarray:
+    """(H, W, 3) float64 photograph `name` from scikit-image's bundled data, area-resized to _PHOTO_WIDTH wide."""
+    if name not in BUNDLED_PHOTOS:
+        raise ValueError(f"unknown photo {name!r}; expected one of {', '.join(BUNDLED_PHOTOS)}")
+    try:
+        import skimage.data
+    except ImportError as exc:
+        raise ImportError("photo backgrounds need scikit-image: pip install 'genprop-cli[toy]'") from exc
+    from PIL import Image
+
+    pixels = np.asarray(getattr(skimage.data, name)())[..., :3]
+    image = Image.fromarray(pixels.astype(np.uint8), "RGB")
+    height = round(image.height * _PHOTO_WIDTH / image.width)
+    return np.asarray(image.resize((_PHOTO_WIDTH, height), Image.BOX), dtype=np.float64)
 
 
 def _wave_sum(waves: tuple[Wave, ...], u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -370,11 +467,17 @@ def sample_scene(
     frames: int = DEFAULT_FRAMES,
     size: int | tuple[int, int] = DEFAULT_SIZE,
     num_shapes: tuple[int, int] = (2, 4),
+    backgrounds: tuple[str, ...] = ("waves",),
+    photos: tuple[str, ...] = TRAIN_PHOTOS,
+    camera_zoom: float = 0.0,
 ) -> Scene:
     """A random scene: 2-4 shapes (inclusive range) that stay mostly in frame, at least one casting a shadow.
 
     `size` is the side of a square frame or (width, height). Every shape shows at least
-    _MIN_VISIBLE_FRACTION of itself in frame 0 whenever one of _MAX_ATTEMPTS layouts allows it.
+    _MIN_VISIBLE_FRACTION of itself in frame 0 whenever one of _MAX_ATTEMPTS layouts allows it. The
+    background is one of `backgrounds` (BACKGROUND_KINDS; a "photo" one from `photos`), drawn with equal
+    odds; with `camera_zoom` > 0 half the clips also zoom in or out by up to that fraction per frame. The
+    defaults draw exactly the scenes of the original toy world (waves, no zoom) for a given rng.
     """
     width, height = frame_dimensions(size)
     if frames < 1:
@@ -383,6 +486,10 @@ def sample_scene(
         raise ValueError(f"num_shapes must be (low, high) with 1 <= low <= high, got {num_shapes}")
     scale = min(width, height) / _REFERENCE_SIZE
     background = _sample_background(rng, scale)
+    if tuple(backgrounds) != ("waves",) or camera_zoom > 0:
+        background = _vary_background(
+            rng, background, (width / 2.0, height / 2.0), tuple(backgrounds), tuple(photos), camera_zoom
+        )
     count = int(rng.integers(num_shapes[0], num_shapes[1] + 1))
     scene = Scene(width, height, frames, background, ())
     for _ in range(_MAX_ATTEMPTS):
@@ -391,6 +498,55 @@ def sample_scene(
         if all(_visible_enough(*v) for v in visibility.values()):
             break
     return scene
+
+
+def _vary_background(
+    rng: np.random.Generator,
+    background: Background,
+    centre: tuple[float, float],
+    kinds: tuple[str, ...],
+    photos: tuple[str, ...],
+    camera_zoom: float,
+) -> Background:
+    """The waves background turned into one of `kinds` (its colours and pan kept), with an optional zoom."""
+    unknown = sorted(set(kinds) - set(BACKGROUND_KINDS))
+    if unknown or not kinds:
+        raise ValueError(f"background kinds must be among {', '.join(BACKGROUND_KINDS)}, got {list(kinds)}")
+    scale = min(centre) / (_REFERENCE_SIZE / 2.0)
+    kind = kinds[int(rng.integers(len(kinds)))]
+    zoom = float(rng.uniform(-camera_zoom, camera_zoom)) if camera_zoom > 0 and rng.random() < 0.5 else 0.0
+    grain = background.grain_amount * float(rng.uniform(0.0, 1.0))
+    changes: dict = {"kind": kind, "zoom": zoom, "grain_amount": grain}
+    if kind == "gradient":
+        ramp = _sample_wave(rng, rng.uniform(48.0, 128.0) * scale)
+        # The ramp's middle falls near the frame centre, so both colours show.
+        middle = (ramp.direction[0] * centre[0] + ramp.direction[1] * centre[1]) / ramp.wavelength
+        changes["waves"] = (dataclasses.replace(ramp, phase=float(0.5 - middle + rng.uniform(-0.2, 0.2))),)
+        changes["colours"] = _gradient_colours(rng)
+    elif kind == "stripes":
+        changes["waves"] = (_sample_wave(rng, rng.uniform(6.0, 24.0) * scale),)
+    elif kind == "checker":
+        first = _sample_wave(rng, rng.uniform(8.0, 28.0) * scale)
+        turn = first.direction[1], -first.direction[0]  # the second wave runs across the first
+        changes["waves"] = (first, dataclasses.replace(first, direction=turn, phase=float(rng.uniform(0, 2 * math.pi))))
+    elif kind == "blobs":
+        changes["waves"] = tuple(_sample_wave(rng, rng.uniform(4.0, 48.0) * scale) for _ in range(10))
+    elif kind == "photo":
+        if not photos:
+            raise ValueError("a photo background needs at least one photo name")
+        name = photos[int(rng.integers(len(photos)))]
+        image = bundled_photo(name)
+        photo_scale = float(rng.uniform(0.6, 1.6) / scale)
+        origin = tuple(float(rng.uniform(0.0, max(n - 64.0 * scale * photo_scale, 1.0))) for n in image.shape[1::-1])
+        changes.update(photo=name, photo_scale=photo_scale, photo_origin=origin)
+    return dataclasses.replace(background, **changes)
+
+
+def _gradient_colours(rng: np.random.Generator) -> tuple[RGB, RGB]:
+    """Two unrelated colours, one darker, for a ramp (any hue: a gradient is nothing like the toy texture)."""
+    first = _hsv(rng.uniform(0.0, 360.0), rng.uniform(0.1, 0.6), rng.uniform(0.25, 0.5))
+    second = _hsv(rng.uniform(0.0, 360.0), rng.uniform(0.1, 0.6), rng.uniform(0.6, 0.9))
+    return (first, second) if rng.random() < 0.5 else (second, first)
 
 
 def frame_dimensions(size: int | tuple[int, int]) -> tuple[int, int]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
@@ -26,6 +27,7 @@ import torch
 
 from genprop_cli.errors import OptionError
 from genprop_cli.training.data import ClipSpec, open_dataset, sample_clip
+from genprop_cli.training.ema import EMA
 from genprop_cli.training.objective import (
     NoiseSchedule,
     edm_denoised,
@@ -44,14 +46,16 @@ class BackboneArchitecture:
     unet_channels: tuple[int, ...] = (32, 64)
     latent_channels: int = 8
     vae_channels: tuple[int, ...] = (32, 32, 32)  # 3 levels: 4x spatial downsampling
+    vae_layers_per_block: int = 1
     attention_heads: tuple[int, ...] = (2, 4)
+    unet_layers_per_block: int = 1
     clip_dim: int = 32
 
     def unet_config(self, frames: int) -> dict[str, Any]:
         levels = len(self.unet_channels)
         return dict(
             block_out_channels=self.unet_channels,
-            layers_per_block=1,
+            layers_per_block=self.unet_layers_per_block,
             sample_size=16,
             in_channels=2 * self.latent_channels,
             out_channels=self.latent_channels,
@@ -71,7 +75,7 @@ class BackboneArchitecture:
             out_channels=3,
             down_block_types=["DownEncoderBlock2D"] * len(self.vae_channels),
             latent_channels=self.latent_channels,
-            layers_per_block=1,
+            layers_per_block=self.vae_layers_per_block,
         )
 
     def clip_config(self) -> dict[str, Any]:
@@ -105,9 +109,20 @@ class BackboneTrainConfig:
     log_every: int = 50
     seed: int = 0
     device: str = "cpu"
+    # "bf16": autocast matmuls and convolutions to bfloat16 (float32 master weights, optimizer and loss);
+    # on a CPU with AMX-BF16 that is several times faster (benchmarks/bench_train.py).
+    mixed_precision: str = "no"
+    # e.g. 0.999: the saved U-Net holds its EMA weights (the VAE's cosine decay to a tenth of the rate
+    # already leaves polished weights; an average would only lag behind them).
+    ema_decay: float | None = None
+    save_every: int = 500  # steps between resumable checkpoints of the stage in progress
     architecture: BackboneArchitecture = field(default_factory=BackboneArchitecture)
 
     def __post_init__(self) -> None:
+        if self.mixed_precision not in ("no", "bf16"):
+            raise OptionError(f"mixed_precision must be no or bf16, got {self.mixed_precision!r}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise OptionError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         for name in ("frames", "size", "vae_steps", "unet_steps", "batch_size", "vae_batch_clips", "vae_frames"):
             if getattr(self, name) < 1:
                 raise OptionError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -223,28 +238,136 @@ def _optimizer_step(optimizer: torch.optim.Optimizer, module: torch.nn.Module, l
     optimizer.step()
 
 
-def train_vae(vae, config: BackboneTrainConfig, device: torch.device, log: LogFn) -> float:
-    """Stage 1: reconstruction of short clips through the temporal decoder; returns the last L1."""
-    rng = np.random.default_rng([config.seed, 1])
-    stream = _clip_stream(config, config.vae_frames, rng)
+def autocast(config: BackboneTrainConfig, device: torch.device):
+    """The forward passes' precision: bf16 autocast under mixed_precision = "bf16", else plain float32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.mixed_precision == "bf16")
+
+
+# --- resumable stages ----------------------------------------------------------------------------
+
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass
+class Stage:
+    """One stage's trainable state: what a checkpoint saves and a resumed run loads back."""
+
+    name: str  # "vae" | "unet"
+    module: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    rng: np.random.Generator
+    generator: torch.Generator | None = None
+    ema: EMA | None = None
+
+
+def save_stage(output: Path, stage: Stage, step: int, config: BackboneTrainConfig, keep: int = 2) -> Path:
+    """Writes `output/checkpoints/<stage>-<step>` (safetensors + JSON, no pickle) atomically; keeps the newest `keep`."""
+    from safetensors.torch import save_file
+
+    folder = output / CHECKPOINTS / f"{stage.name}-{step:08d}"
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    tensors = {f"model.{k}": v.detach().contiguous() for k, v in stage.module.state_dict().items()}
+    optim = stage.optimizer.state_dict()
+    for index, values in optim["state"].items():
+        tensors |= {f"optim.{index}.{k}": v.contiguous() for k, v in values.items()}
+    if stage.ema is not None:
+        tensors |= {f"ema.{i}": t.contiguous() for i, t in enumerate(stage.ema.shadow)}
+        tensors["ema_updates"] = torch.tensor(stage.ema.updates, dtype=torch.int64)
+    if stage.generator is not None:
+        tensors["torch_generator"] = stage.generator.get_state()
+    save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
+    meta = {"stage": stage.name, "step": step, "rng": stage.rng.bit_generator.state,
+            "param_groups": optim["param_groups"], "config": resume_key(config)}  # fmt: skip
+    (tmp / "state.json").write_text(json.dumps(meta))
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.replace(folder)
+    for old in sorted((output / CHECKPOINTS).glob(f"{stage.name}-*[0-9]"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def latest_stage_checkpoint(output: Path, name: str) -> Path | None:
+    folders = sorted((Path(output) / CHECKPOINTS).glob(f"{name}-*[0-9]"))
+    return folders[-1] if folders else None
+
+
+def load_stage(folder: Path, stage: Stage, config: BackboneTrainConfig) -> int:
+    """Restores a stage from `folder` (weights, optimizer moments, EMA, RNG states); returns its step."""
+    from safetensors.torch import load_file
+
+    meta = json.loads((folder / "state.json").read_text())
+    if meta["config"] != json.loads(json.dumps(resume_key(config))):
+        raise OptionError(f"{folder} is a checkpoint of a run with other options; use another --output or the same options")
+    tensors = load_file(str(folder / "state.safetensors"))
+    stage.module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    stage.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    if stage.ema is not None:
+        for i, shadow in enumerate(stage.ema.shadow):
+            shadow.copy_(tensors[f"ema.{i}"])
+        stage.ema.updates = int(tensors["ema_updates"])
+    if stage.generator is not None:
+        stage.generator.set_state(tensors["torch_generator"])
+    stage.rng.bit_generator.state = meta["rng"]
+    return int(meta["step"])
+
+
+def resume_key(config: BackboneTrainConfig) -> dict[str, Any]:
+    """Options a checkpoint must share with the run resuming it (not step counts, logging or saving)."""
+    skip = {"output", "vae_steps", "unet_steps", "log_every", "save_every", "device"}
+    return {k: v for k, v in asdict(config).items() if k not in skip}
+
+
+def _resume_or_start(output: Path, stage: Stage, config: BackboneTrainConfig) -> int:
+    checkpoint = latest_stage_checkpoint(output, stage.name)
+    return load_stage(checkpoint, stage, config) if checkpoint is not None else 0
+
+
+def _finish(stage: Stage) -> None:
+    """The stage's module takes its EMA weights (when kept) and is frozen."""
+    if stage.ema is not None:
+        stage.ema.copy_to(list(stage.module.parameters()))
+    stage.module.eval().requires_grad_(False)
+
+
+def train_vae(vae, config: BackboneTrainConfig, device: torch.device, log: LogFn, output: Path | None = None) -> float:
+    """Stage 1: reconstruction of short clips through the temporal decoder; returns the last L1.
+
+    With `output`, checkpoints go to output/checkpoints every `save_every` steps and a run resumes from the
+    newest one exactly (same data, crops and updates as an uninterrupted run)."""
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, weight_decay=0.0)
     vae.train().requires_grad_(True)
+    stage = Stage("vae", vae, optimizer, np.random.default_rng([config.seed, 1]))
+    start = _resume_or_start(output, stage, config) if output is not None else 0
+    stream = _clip_stream(config, config.vae_frames, stage.rng)
     l1 = math.nan
-    for step in range(config.vae_steps):
+    for step in range(start, config.vae_steps):
         for group in optimizer.param_groups:
             group["lr"] = config.vae_lr * _cosine_to_tenth(step, config.vae_steps)
-        clips = _random_crops(_batch(stream, config.vae_batch_clips, device), config.vae_crop, rng).flatten(0, 1)
-        posterior = vae.encode(clips).latent_dist
-        # The posterior mean, as inference uses it (`latent_dist.mode()`): sampling would spend the short
-        # CPU budget on learning to shrink the posterior variance. The KL term keeps the means bounded.
-        recon = vae.decode(posterior.mode(), num_frames=config.vae_frames).sample
+        clips = _random_crops(_batch(stream, config.vae_batch_clips, device), config.vae_crop, stage.rng).flatten(0, 1)
+        with autocast(config, device):
+            posterior = vae.encode(clips).latent_dist
+            # The posterior mean, as inference uses it (`latent_dist.mode()`): sampling would spend the short
+            # CPU budget on learning to shrink the posterior variance. The KL term keeps the means bounded.
+            recon = vae.decode(posterior.mode(), num_frames=config.vae_frames).sample.float()
+            kl = posterior.kl().float().mean()
         l1_t = (recon - clips).abs().mean()
-        loss = l1_t + (recon - clips).square().mean() + config.kl_weight * posterior.kl().mean()
+        loss = l1_t + (recon - clips).square().mean() + config.kl_weight * kl
         _optimizer_step(optimizer, vae, loss)
         l1 = float(l1_t.detach())
-        if step % config.log_every == 0 or step == config.vae_steps - 1:
-            log({"stage": "vae", "step": step + 1, "l1": round(l1, 5), "loss": round(float(loss.detach()), 5)})
-    vae.eval().requires_grad_(False)
+        done = step + 1
+        if step % config.log_every == 0 or done == config.vae_steps:
+            log({"stage": "vae", "step": done, "l1": round(l1, 5), "loss": round(float(loss.detach()), 5)})
+        if output is not None and (done % config.save_every == 0 or done == config.vae_steps):
+            save_stage(output, stage, done, config)
+    _finish(stage)
     return l1
 
 
@@ -299,19 +422,23 @@ def _resized(frames: np.ndarray, size: int) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BICUBIC)) for f in frames])
 
 
-def train_unet(pipeline, config: BackboneTrainConfig, device: torch.device, log: LogFn) -> float:
-    """Stage 2: first-frame-conditioned video generation with the EDM objective; returns the last loss."""
+def train_unet(pipeline, config: BackboneTrainConfig, device: torch.device, log: LogFn, output: Path | None = None) -> float:
+    """Stage 2: first-frame-conditioned video generation with the EDM objective; returns the last loss.
+    Checkpoints and resumes like `train_vae` when given `output`."""
     unet = pipeline.unet
     bank = encode_dataset(pipeline, config)
     scale = pipeline.vae.config.scaling_factor
-    rng = np.random.default_rng([config.seed, 3])
-    generator = torch.Generator(device=device).manual_seed(config.seed + 1)
     schedule = NoiseSchedule()
     optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=0.0)
     unet.train().requires_grad_(True)
+    ema = EMA(list(unet.parameters()), config.ema_decay) if config.ema_decay else None
+    generator = torch.Generator(device=device).manual_seed(config.seed + 1)
+    stage = Stage("unet", unet, optimizer, np.random.default_rng([config.seed, 3]), generator, ema)
+    start = _resume_or_start(output, stage, config) if output is not None else 0
+    rng = stage.rng
     time_ids = _time_ids(config, config.batch_size, device)
     loss_value = math.nan
-    for step in range(config.unet_steps):
+    for step in range(start, config.unet_steps):
         for group in optimizer.param_groups:
             group["lr"] = config.lr * _warmup(step, config.warmup_steps) * _cosine_to_tenth(step, config.unet_steps)
         drawn = [bank.sample(config.frames, config.max_stride, rng) for _ in range(config.batch_size)]
@@ -326,14 +453,20 @@ def train_unet(pipeline, config: BackboneTrainConfig, device: torch.device, log:
         noise = torch.randn(x0.shape, generator=generator, device=device)
         s, noisy, scaled = edm_noisy_input(x0, sigma, noise)
         model_in = torch.cat([scaled, condition[:, None].expand(-1, f, -1, -1, -1)], dim=2)
-        out = unet(model_in, 0.25 * sigma.log(), embeds, time_ids).sample
-        per_pixel = (s**2 + 1) / s**2 * (edm_denoised(noisy, s, out) - x0).square()
+        with autocast(config, device):
+            out = unet(model_in, 0.25 * sigma.log(), embeds, time_ids).sample
+        per_pixel = (s**2 + 1) / s**2 * (edm_denoised(noisy, s, out.float()) - x0).square()
         loss = per_pixel.mean()
         _optimizer_step(optimizer, unet, loss)
+        if ema is not None:
+            ema.update()
         loss_value = float(loss.detach())
-        if step % config.log_every == 0 or step == config.unet_steps - 1:
-            log({"stage": "unet", "step": step + 1, "loss": round(loss_value, 5)})
-    unet.eval().requires_grad_(False)
+        done = step + 1
+        if step % config.log_every == 0 or done == config.unet_steps:
+            log({"stage": "unet", "step": done, "loss": round(loss_value, 5)})
+        if output is not None and (done % config.save_every == 0 or done == config.unet_steps):
+            save_stage(output, stage, done, config)
+    _finish(stage)
     return loss_value
 
 
@@ -346,7 +479,7 @@ def train_backbone(config: BackboneTrainConfig, *, log: LogFn | None = None) -> 
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     (output / "backbone-config.json").write_text(json.dumps(asdict(config), indent=2))
-    log_file = (output / "backbone-log.jsonl").open("w")
+    log_file = (output / "backbone-log.jsonl").open("a")  # a resumed run appends
 
     def emit(record: dict[str, Any]) -> None:
         log_file.write(json.dumps(record) + "\n")
@@ -358,7 +491,7 @@ def train_backbone(config: BackboneTrainConfig, *, log: LogFn | None = None) -> 
     vae, unet, image_encoder, processor, scheduler = build_components(config.architecture, config.frames, config.seed)
     vae.to(device)
     started = time.perf_counter()
-    vae_l1 = train_vae(vae, config, device, emit)
+    vae_l1 = train_vae(vae, config, device, emit, output)
     vae_seconds = time.perf_counter() - started
     scale = latent_scaling_factor(vae, config, device)
     vae.register_to_config(scaling_factor=scale)
@@ -367,7 +500,7 @@ def train_backbone(config: BackboneTrainConfig, *, log: LogFn | None = None) -> 
     # The GenProp pipeline's encoders are the exact ones inference uses; its adapter is unused here.
     pipeline = GenPropSVDPipeline(svd, conditioning=SVDConditioning(noise_aug_strength=config.noise_aug_strength))
     started = time.perf_counter()
-    unet_loss = train_unet(pipeline, config, device, emit)
+    unet_loss = train_unet(pipeline, config, device, emit, output)
     unet_seconds = time.perf_counter() - started
     log_file.close()
     svd.to(dtype=torch.float16).save_pretrained(output / "backbone", safe_serialization=True)

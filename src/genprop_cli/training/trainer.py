@@ -34,6 +34,7 @@ except ModuleNotFoundError:  # Python 3.10
 from genprop_cli.errors import GenPropError, OptionError
 from genprop_cli.training.augment import AugmentConfig, PairSampler
 from genprop_cli.training.data import ClipSpec, open_dataset, sample_clip
+from genprop_cli.training.ema import EMA
 from genprop_cli.training.losses import LossWeights
 from genprop_cli.training.objective import OBJECTIVES, NoiseSchedule, objective_for
 
@@ -134,32 +135,6 @@ class StepLog:
     terms: dict[str, float]
     lr: float
     steps_per_s: float
-
-
-class EMA:
-    """Exponential moving average of the adapter's weights (a checkpointable object for Accelerate)."""
-
-    def __init__(self, params: list[torch.nn.Parameter], decay: float) -> None:
-        self.params, self.decay = params, decay
-        self.shadow = [p.detach().clone() for p in params]
-
-    @torch.no_grad()
-    def update(self) -> None:
-        for s, p in zip(self.shadow, self.params):
-            s.lerp_(p.detach(), 1 - self.decay)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"decay": self.decay, "shadow": self.shadow}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.decay = state["decay"]
-        for s, loaded in zip(self.shadow, state["shadow"]):
-            s.copy_(loaded)
-
-    @torch.no_grad()
-    def copy_to(self, params: list[torch.nn.Parameter]) -> None:
-        for s, p in zip(self.shadow, params):
-            p.copy_(s)
 
 
 class PairStream:

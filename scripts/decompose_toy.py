@@ -1,0 +1,125 @@
+"""Where a toy variant loses quality, stage by stage, on one evaluation set (docs/results.md, "Decomposition").
+
+    python scripts/decompose_toy.py EVAL_SET [EVAL_SET ...] [--model toy] [--adapter PATH] [--long-frames 96]
+
+For every example of each set, in the order the signal goes through the model:
+  1. VAE: decode(encode(source)) against the source: nothing the model outputs can beat this;
+  2. backbone alone: the frozen I2V model sampled from the unedited first frame with the adapter's
+     residuals off (sce_scale 0), against the source: what the image-to-video prior keeps by itself;
+  3. identity propagation: GenProp with the UNEDITED first frame (task edit), against the source: how
+     much of the clip the SCE carries through when nothing was changed;
+  4. the task itself: GenProp with the edited first frame, PSNR against the ground truth and PSNR_m
+     (outside the true edit region, against the source), next to the classical baselines.
+Then one long clip (--long-frames, three 32-frame chunks at 96) is propagated and its PSNR_m printed per
+frame and per chunk, to show drift within and between chunks.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from genprop_cli.api import Clip, GenProp, _to_model_frames
+from genprop_cli.config import PropagationOptions, Task
+from genprop_cli.evaluation import metrics
+from genprop_cli.evaluation.baselines import BASELINES
+from genprop_cli.evaluation.runner import MethodOutput, applies, score
+from genprop_cli.toy import read_eval_set, toy_example
+
+
+def to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """(F, 3, H, W) in [-1, 1] -> (F, H, W, 3) uint8."""
+    return ((frames.float().clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def vae_round_trip(model: GenProp, video: np.ndarray) -> np.ndarray:
+    pipe = model.pipeline
+    size = (video.shape[2], video.shape[1])
+    return to_uint8(pipe.decode_latents(pipe.encode_frames(_to_model_frames(list(video), size))))
+
+
+def backbone_alone(model: GenProp, video: np.ndarray, steps: int, seed: int = 0) -> np.ndarray:
+    """The frozen I2V model from the first frame, adapter residuals scaled to 0, one chunk of the whole clip."""
+    pipe = model.pipeline
+    size = (video.shape[2], video.shape[1])
+    frames = _to_model_frames(list(video), size)
+    generator = torch.Generator(device=pipe.device).manual_seed(seed)
+    result = pipe.generate(
+        source_latents=pipe.encode_frames(frames), condition_latent=pipe.encode_condition(frames[0], generator),
+        image_embeds=pipe.embed_image(frames[0]), task=Task.EDIT, steps=steps, guidance=1.0, generator=generator,
+        sce_scale=0.0,
+    )  # fmt: skip
+    return to_uint8(pipe.decode_latents(result.latents))
+
+
+def propagated(model: GenProp, source: np.ndarray, first: np.ndarray, task: Task, **options) -> np.ndarray:
+    clip = Clip.from_frames(source, first)
+    return np.stack([f.rgb for f in model.propagate(clip, PropagationOptions(task=task, **options))])
+
+
+def decompose(model: GenProp, examples, steps: int) -> dict[str, dict[str, list[float]]]:
+    table: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for example in examples:
+        source = example.source
+        table["1. VAE round trip (vs source)"]["psnr"].append(metrics.psnr(vae_round_trip(model, source), source))
+        table["2. backbone alone (vs source)"]["psnr"].append(metrics.psnr(backbone_alone(model, source, steps), source))
+        identity = propagated(model, source, source[0], Task.EDIT)
+        table["3. identity propagation (vs source)"]["psnr"].append(metrics.psnr(identity, source))
+        task = example.task.value
+        video = propagated(model, source, example.edited_first, example.task)
+        for name, value in score(example, MethodOutput(video)).items():
+            table[f"4. {task}: genprop"][name].append(value)
+        for name, baseline in BASELINES.items():
+            if applies(name, example.task):
+                for metric, value in score(example, MethodOutput(baseline(source, example.edited_first))).items():
+                    table[f"4. {task}: {name}"][metric].append(value)
+    return table
+
+
+def print_table(title: str, table: dict[str, dict[str, list[float]]]) -> None:
+    columns = ("psnr", "psnr_m", "residual_object", "residual_shadow", "mpd_JF")
+    print(f"\n### {title}\n")
+    print("| stage | " + " | ".join(columns) + " |")
+    print("|---" * (len(columns) + 1) + "|")
+    for stage in sorted(table):
+        cells = [f"{np.mean(np.minimum(table[stage][c], 99.0)):.3g}" if table[stage].get(c) else "" for c in columns]
+        print(f"| {stage} | " + " | ".join(cells) + " |")
+
+
+def drift(model: GenProp, frames: int, seeds: tuple[int, ...], chunk: int) -> None:
+    """Per-frame PSNR_m of edits and removals on long clips, and the mean per chunk."""
+    curves = []
+    for task in (Task.EDIT, Task.REMOVE):
+        for seed in seeds:
+            example = toy_example(task, seed, frames=frames, size=64)
+            video = propagated(model, example.source, example.edited_first, task)
+            curves.append([metrics.psnr_m(video[t : t + 1], example.source[t : t + 1], example.masks[t : t + 1])
+                           for t in range(frames)])  # fmt: skip
+    curve = np.mean(np.minimum(curves, 99.0), axis=0)
+    print(f"\n### PSNR_m per frame over {frames} frames (edit and remove, seeds {list(seeds)}, mean)\n")
+    print(" ".join(f"{v:.1f}" for v in curve))
+    starts = range(0, frames, chunk)
+    print("\nper chunk of", chunk, "frames:", ", ".join(f"{np.mean(curve[s : s + chunk]):.2f}" for s in starts))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("eval_sets", nargs="+")
+    parser.add_argument("--model", default="toy")
+    parser.add_argument("--adapter")
+    parser.add_argument("--long-frames", type=int, default=96)
+    parser.add_argument("--long-seeds", type=int, nargs="+", default=[7, 8])
+    args = parser.parse_args()
+    model = GenProp.load(args.model, adapter=args.adapter, device="cpu")
+    steps = model.variant.spec.defaults.steps
+    for eval_set in args.eval_sets:
+        print_table(eval_set, decompose(model, read_eval_set(eval_set), steps))
+    if args.long_frames:
+        drift(model, args.long_frames, tuple(args.long_seeds), model.variant.spec.defaults.chunk)
+
+
+if __name__ == "__main__":
+    main()

@@ -3,6 +3,7 @@ model from a pre-populated Hugging Face cache with HF_HUB_OFFLINE=1 (same code p
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from fractions import Fraction
 from pathlib import Path
@@ -19,7 +20,7 @@ from clips import make_clip, pattern_frame
 from genprop_cli.api import Clip, GenProp, _windows, render, working_size
 from genprop_cli.chunking import plan_chunks
 from genprop_cli.config import PropagationOptions, Task
-from genprop_cli.errors import ChecksumMismatchError, OptionError
+from genprop_cli.errors import ChecksumMismatchError, OptionError, WeightsError
 from genprop_cli.video_io import VideoFrame
 from genprop_cli.weights import Limits, assets_dir
 from hubcache import add_to_hf_cache
@@ -215,6 +216,17 @@ def test_preserve_reaches_the_sampler_and_is_refused_where_it_cannot_work(model,
     wan = GenProp.load("random-tiny-wan", device="cpu")
     with pytest.raises(OptionError, match="--preserve is not available for wan variants"):
         next(wan.propagate(clip, PropagationOptions(task=Task.EDIT, steps=1, preserve=True)))
+
+
+def test_a_task_the_adapter_was_not_trained_for_is_refused_before_any_work(model, clip, tmp_path, monkeypatch):
+    adapter = model.pipeline.denoiser.adapter
+    monkeypatch.setattr(adapter, "config", dataclasses.replace(adapter.config, tasks=("edit",)))
+    monkeypatch.setattr(model.pipeline, "generate", lambda **kw: pytest.fail("sampled despite the unknown task"))
+    with pytest.raises(WeightsError, match="not trained for the 'remove' task"):
+        next(model.propagate(clip, PropagationOptions(task=Task.REMOVE)))
+    with pytest.raises(WeightsError, match="not trained for the 'track' task"):
+        render(model, clip, tmp_path / "out.mp4", PropagationOptions(task=Task.TRACK))
+    assert not (tmp_path / "out.mp4").exists()
 
 
 @pytest.mark.parametrize(("variant", "dtype"), [("toy", "bf16"), ("toy", "fp16"), ("random-tiny-wan", "bf16")])

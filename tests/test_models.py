@@ -173,9 +173,16 @@ def test_loading_rejects_foreign_or_mismatched_files(unet, tmp_path):
         GenPropAdapter.load(pickle_like, backbone_for("svd", copy.deepcopy(unet)))
 
 
-def test_task_indices_are_stable():
-    # Saved adapters index the task table by these numbers; reordering Task would silently swap tasks.
-    assert [t.index for t in (Task.EDIT, Task.REMOVE, Task.INSERT, Task.TRACK)] == [0, 1, 2, 3]
+def test_task_rows_come_from_the_adapters_own_task_list(unet):
+    backbone = backbone_for("svd", copy.deepcopy(unet))
+    default = GenPropAdapter(backbone, AdapterConfig(family="svd", sce_blocks=1))
+    assert [default.task_id(t) for t in (Task.EDIT, Task.REMOVE, Task.INSERT, Task.TRACK)] == [0, 1, 2, 3]
+    # An adapter saved with another order keeps its own rows, whatever order `Task` lists.
+    reordered = GenPropAdapter(backbone, AdapterConfig(family="svd", sce_blocks=1, tasks=("track", "edit")))
+    assert (reordered.task_id(Task.TRACK), reordered.task_id("edit")) == (0, 1)
+    assert reordered.task_embedding.table.num_embeddings == 2
+    with pytest.raises(WeightsError, match="not trained for the 'remove' task .it knows: track, edit"):
+        reordered.task_id(Task.REMOVE)
 
 
 def test_sce_copies_first_n_blocks_and_mpd_copies_last(unet):

@@ -258,8 +258,10 @@ class GenProp:
         """`options` with every unset value (chunk, overlap, steps, guidance) taken from the variant's defaults."""
         return options.with_defaults(self.variant.spec.defaults)
 
-    def check_preserve(self, options: PropagationOptions) -> None:
-        """Refuses --preserve for a family whose sampler cannot anchor latents, before any work is done."""
+    def check_options(self, options: PropagationOptions) -> None:
+        """Refuses, before any work is done, a task the adapter was not trained for and --preserve for a
+        family whose sampler cannot anchor latents."""
+        self.pipeline.denoiser.adapter.task_id(options.task)
         if options.preserve and not self.pipeline.supports_preserve:
             raise OptionError(f"--preserve is not available for {self.pipeline.family} variants; --composite is")
 
@@ -285,7 +287,7 @@ class GenProp:
         pipe = self.pipeline
         options = self.resolve(options)
         steps, guidance = options.steps, options.guidance
-        self.check_preserve(options)
+        self.check_options(options)
         display = (clip.info.width, clip.info.height)
         work = working_size(*display, self.variant.spec.limits, pipe.size_multiple)
         chunks = len(plan_chunks(max(clip.info.num_frames, 1), options.chunk, options.overlap))
@@ -652,7 +654,7 @@ def render(
     check_output_path(output, input_path=clip.video, overwrite=overwrite)
     model.check_clip(clip)
     options = model.resolve(options)
-    model.check_preserve(options)
+    model.check_options(options)
     steps, guidance = options.steps, options.guidance
     display = (clip.info.width, clip.info.height)
     work = working_size(*display, model.variant.spec.limits, model.pipeline.size_multiple)

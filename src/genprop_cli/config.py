@@ -20,11 +20,6 @@ class Task(str, Enum):
     INSERT = "insert"
     TRACK = "track"
 
-    @property
-    def index(self) -> int:
-        """Row of this task in the task-embedding table (stable: saved adapters depend on it)."""
-        return list(Task).index(self)
-
 
 @dataclass(frozen=True)
 class PropagationOptions:

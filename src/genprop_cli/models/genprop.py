@@ -120,6 +120,15 @@ class GenPropAdapter(nn.Module):
         self.mpd = MaskPredictionDecoder(backbone)
         self.task_embedding = TaskEmbedding(len(config.tasks), backbone.embedding_dim)
 
+    def task_id(self, task: Task | str) -> int:
+        """Row of `task` in the task-embedding table: its place in the task list this adapter was saved with,
+        so that adding or reordering `Task` members never re-indexes an existing adapter."""
+        name = Task(task).value
+        if name not in self.config.tasks:
+            trained = ", ".join(self.config.tasks) or "none"
+            raise WeightsError(f"this adapter was not trained for the {name!r} task (it knows: {trained})")
+        return self.config.tasks.index(name)
+
     def blocks(self) -> list[nn.Module]:
         """The adapter's copies of backbone blocks (SCE and MPD), for compilation."""
         return [*self.sce.blocks, self.mpd.block]

@@ -284,7 +284,7 @@ class GenPropWanPipeline:
             branch_cond = torch.cat([uncond, cond])
             image_tokens = torch.cat([image_tokens, image_tokens]) if image_tokens is not None else None
         source = source_latents[None].expand(batch, -1, -1, -1, -1)
-        task_ids = torch.full((batch,), task.index, device=self.device, dtype=torch.long)
+        task_ids = torch.full((batch,), self.denoiser.adapter.task_id(task), device=self.device, dtype=torch.long)
         keep = None
         if self.expand_timesteps:  # 0 on the given first latent frame, 1 elsewhere
             keep = torch.ones(1, 1, latent_frames, h, w, device=self.device)

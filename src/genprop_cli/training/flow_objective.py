@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import torch
 
-from genprop_cli.config import Task
 from genprop_cli.training.losses import LossTerms, LossWeights, combine, latent_mask
 from genprop_cli.training.objective import to_model_frames
 
@@ -59,7 +58,7 @@ class FlowObjective:
             image = pipe.embed_image(original[0])
             embeds.append(image[0] if image is not None else None)
             masks.append(self.latent_frames_mask(torch.from_numpy(pair.mask).float(), target.shape[1]))
-            tasks.append(Task(pair.task).index)
+            tasks.append(pipe.denoiser.adapter.task_id(pair.task))
         target = torch.stack(targets)
         device = target.device
         return FlowBatch(

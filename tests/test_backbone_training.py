@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from diffusers.models.attention_processor import Attention
 
 from genprop_cli.errors import InputError, OptionError
 from genprop_cli.pipelines.svd import GenPropSVDPipeline
@@ -53,6 +54,17 @@ def test_trained_backbone_loads_through_the_inference_pipeline(dataset, tmp_path
     assert all(np.isfinite(r["loss"]) for r in log)
 
 
+def test_a_per_frame_vae_with_fewer_norm_groups_trains_and_loads(dataset, tmp_path):
+    arch = BackboneArchitecture(vae_channels=(16, 32, 32), vae_decoder="2d", vae_norm_groups=8, vae_mid_attention=False)
+    result = train_backbone(config(dataset, tmp_path / "run", architecture=arch))
+    pipe = GenPropSVDPipeline.from_pretrained(Path(result.output), None, device=torch.device("cpu"), dtype=torch.float32)
+    assert type(pipe.vae).__name__ == "AutoencoderKL"
+    assert {m.num_groups for m in pipe.vae.modules() if isinstance(m, torch.nn.GroupNorm)} == {8}
+    assert not any(isinstance(m, Attention) for m in pipe.vae.modules())
+    frames = torch.rand(5, 3, SIZE, SIZE) * 2 - 1
+    assert pipe.decode_latents(pipe.encode_frames(frames)).shape == frames.shape
+
+
 def test_scaling_factor_gives_unit_variance_latents(dataset, tmp_path):
     result = train_backbone(config(dataset, tmp_path / "run"))
     pipe = GenPropSVDPipeline.from_pretrained(Path(result.output), None, device=torch.device("cpu"), dtype=torch.float32)
@@ -74,6 +86,12 @@ def test_vae_stage_reduces_reconstruction_error(dataset, tmp_path):
 def test_bad_options_are_option_errors(dataset, tmp_path):
     with pytest.raises(OptionError, match="multiple of 16"):
         config(dataset, tmp_path, size=40)
+    with pytest.raises(OptionError, match="temporal decoder fixes 32 groups"):
+        BackboneArchitecture(vae_norm_groups=8)
+    with pytest.raises(OptionError, match="must divide every vae_channels"):
+        BackboneArchitecture(vae_channels=(16, 24), vae_decoder="2d", vae_norm_groups=16)
+    with pytest.raises(OptionError, match="vae_decoder must be one of"):
+        BackboneArchitecture(vae_decoder="3d")
     with pytest.raises(OptionError, match="unknown backbone training option"):
         BackboneTrainConfig.from_dict({"data": "d", "output": "o", "vae_stpes": 3})
     with pytest.raises(InputError, match="clips need 13"):

@@ -11,6 +11,7 @@ colour drift in chained windows); the CLIP embedding of the user's edited frame 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,14 @@ def keep_unmodified(
         region = F.max_pool2d(region, 2 * grow + 1, stride=1, padding=grow)
     known = source_latents.float() + float(sigma) * noise.float()
     return (region * latents.float() + (1 - region) * known).to(latents.dtype)
+
+
+def decode_vae(vae: torch.nn.Module, latents: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """Unscaled latents (F, C, h, w) -> frames (F, 3, H, W): SVD's temporal decoder takes `num_frames`, a
+    per-frame AutoencoderKL does not (diffusers' own SVD pipeline makes the same distinction)."""
+    if "num_frames" in inspect.signature(vae.decode).parameters:
+        return vae.decode(latents, num_frames=num_frames).sample
+    return vae.decode(latents).sample
 
 
 class GenPropSVDPipeline:
@@ -187,7 +196,7 @@ class GenPropSVDPipeline:
         parts = []
         for i in range(0, latents.shape[0], batch):
             part = latents[i : i + batch]
-            parts.append(self.vae.decode(part, num_frames=part.shape[0]).sample.float())
+            parts.append(decode_vae(self.vae, part, part.shape[0]).float())
         return torch.cat(parts).clamp(-1, 1)
 
     def conditioning_from_latent(self, latent: torch.Tensor) -> torch.Tensor:
@@ -252,7 +261,7 @@ class GenPropSVDPipeline:
             image_latents = torch.cat([torch.zeros_like(image_latents), image_latents])
             context = torch.cat([torch.zeros_like(context), context])
         source = source_latents[None].expand(batch, -1, -1, -1, -1)
-        task_ids = torch.full((batch,), task.index, device=self.device, dtype=torch.long)
+        task_ids = torch.full((batch,), self.denoiser.adapter.task_id(task), device=self.device, dtype=torch.long)
         time_ids = self._added_time_ids(batch, self.conditioning)
 
         mask_logits = None

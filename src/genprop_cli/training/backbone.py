@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from genprop_cli.errors import OptionError
+from genprop_cli.pipelines.svd import decode_vae
 from genprop_cli.training.data import ClipSpec, open_dataset, sample_clip
 from genprop_cli.training.ema import EMA
 from genprop_cli.training.objective import (
@@ -37,6 +38,7 @@ from genprop_cli.training.objective import (
 )
 
 LogFn = Callable[[dict[str, Any]], None]
+VAE_DECODERS = ("temporal", "2d")
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,13 @@ class BackboneArchitecture:
     latent_channels: int = 8
     vae_channels: tuple[int, ...] = (32, 32, 32)  # 3 levels: 4x spatial downsampling
     vae_layers_per_block: int = 1
+    # "temporal": SVD's AutoencoderKLTemporalDecoder. "2d": the per-frame AutoencoderKL, which SVD pipelines
+    # also drive (diffusers passes num_frames only to decoders that take it) and whose GroupNorm group count
+    # is configurable: the temporal decoder's fixed 32 groups make every norm a per-channel instance norm at
+    # 32 channels, which erases each frame's mean colour and stalls training (docs/results.md, issue 12).
+    vae_decoder: str = "temporal"
+    vae_norm_groups: int = 32
+    vae_mid_attention: bool = True  # "2d" only: without it the VAE trains faster here and as well (issue 12)
     attention_heads: tuple[int, ...] = (2, 4)
     unet_layers_per_block: int = 1
     clip_dim: int = 32
@@ -68,15 +77,38 @@ class BackboneArchitecture:
             num_frames=frames,
         )
 
+    def __post_init__(self) -> None:
+        if self.vae_decoder not in VAE_DECODERS:
+            raise OptionError(f"vae_decoder must be one of {', '.join(VAE_DECODERS)}, got {self.vae_decoder!r}")
+        if self.vae_decoder == "temporal" and self.vae_norm_groups != 32:
+            raise OptionError("vae_norm_groups applies to vae_decoder = \"2d\" (the temporal decoder fixes 32 groups)")
+        if self.vae_decoder == "temporal" and not self.vae_mid_attention:
+            raise OptionError("vae_mid_attention = false applies to vae_decoder = \"2d\" only")
+        if any(c % self.vae_norm_groups for c in self.vae_channels):
+            raise OptionError(f"vae_norm_groups ({self.vae_norm_groups}) must divide every vae_channels entry "
+                              f"{list(self.vae_channels)}")
+
     def vae_config(self) -> dict[str, Any]:
-        return dict(
+        """Keyword arguments of the VAE class `vae_decoder` names."""
+        levels = len(self.vae_channels)
+        config = dict(
             block_out_channels=list(self.vae_channels),
             in_channels=3,
             out_channels=3,
-            down_block_types=["DownEncoderBlock2D"] * len(self.vae_channels),
+            down_block_types=["DownEncoderBlock2D"] * levels,
             latent_channels=self.latent_channels,
             layers_per_block=self.vae_layers_per_block,
         )
+        if self.vae_decoder == "2d":
+            config |= dict(up_block_types=["UpDecoderBlock2D"] * levels, norm_num_groups=self.vae_norm_groups,
+                           mid_block_add_attention=self.vae_mid_attention)
+        return config
+
+    def build_vae(self) -> torch.nn.Module:
+        from diffusers import AutoencoderKL, AutoencoderKLTemporalDecoder
+
+        cls = AutoencoderKLTemporalDecoder if self.vae_decoder == "temporal" else AutoencoderKL
+        return cls(**self.vae_config())
 
     def clip_config(self) -> dict[str, Any]:
         return dict(hidden_size=self.clip_dim, projection_dim=self.clip_dim, num_hidden_layers=2,
@@ -99,6 +131,7 @@ class BackboneTrainConfig:
     vae_frames: int = 4  # the temporal decoder sees this many consecutive frames
     vae_crop: int = 32  # the VAE is convolutional: crops give 4x the samples per second of whole frames
     vae_lr: float = 1e-3
+    vae_warmup_steps: int = 0
     kl_weight: float = 1e-6
     unet_steps: int = 3000
     batch_size: int = 2
@@ -199,11 +232,7 @@ def _random_crops(clips: torch.Tensor, crop: int, rng: np.random.Generator) -> t
 
 def build_components(arch: BackboneArchitecture, frames: int, seed: int):
     """Fresh VAE, U-Net, frozen random CLIP image encoder, its processor and SVD's scheduler."""
-    from diffusers import (
-        AutoencoderKLTemporalDecoder,
-        EulerDiscreteScheduler,
-        UNetSpatioTemporalConditionModel,
-    )
+    from diffusers import EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
     from transformers import (
         CLIPImageProcessor,
         CLIPVisionConfig,
@@ -213,7 +242,7 @@ def build_components(arch: BackboneArchitecture, frames: int, seed: int):
     from genprop_cli.random_tiny import SCHEDULER_CONFIG
 
     torch.manual_seed(seed)
-    vae = AutoencoderKLTemporalDecoder(**arch.vae_config())
+    vae = arch.build_vae()
     unet = UNetSpatioTemporalConditionModel(**arch.unet_config(frames))
     clip_config = arch.clip_config()
     image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**clip_config)).eval()
@@ -350,13 +379,13 @@ def train_vae(vae, config: BackboneTrainConfig, device: torch.device, log: LogFn
     l1 = math.nan
     for step in range(start, config.vae_steps):
         for group in optimizer.param_groups:
-            group["lr"] = config.vae_lr * _cosine_to_tenth(step, config.vae_steps)
+            group["lr"] = config.vae_lr * _warmup(step, config.vae_warmup_steps) * _cosine_to_tenth(step, config.vae_steps)
         clips = _random_crops(_batch(stream, config.vae_batch_clips, device), config.vae_crop, stage.rng).flatten(0, 1)
         with autocast(config, device):
             posterior = vae.encode(clips).latent_dist
             # The posterior mean, as inference uses it (`latent_dist.mode()`): sampling would spend the short
             # CPU budget on learning to shrink the posterior variance. The KL term keeps the means bounded.
-            recon = vae.decode(posterior.mode(), num_frames=config.vae_frames).sample.float()
+            recon = decode_vae(vae, posterior.mode(), config.vae_frames).float()
             kl = posterior.kl().float().mean()
         l1_t = (recon - clips).abs().mean()
         loss = l1_t + (recon - clips).square().mean() + config.kl_weight * kl

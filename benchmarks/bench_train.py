@@ -2,9 +2,10 @@
 it) for the toy backbone's VAE and U-Net steps and for an adapter step; then gradient checkpointing off vs
 on for the adapter (peak memory).
 
-    python benchmarks/bench_train.py [--steps 20] [--frames 8] [--size 64] [--repeats 3] [--skip-checkpointing]
+    python benchmarks/bench_train.py [--config configs/toy/backbone.toml] [--steps 20] [--frames 8] [--size 64]
+                                     [--repeats 3] [--skip-checkpointing]
 
-The precision section builds the toy backbone of configs/toy/backbone.toml with random weights and times
+The precision section builds the toy backbone of --config with random weights and times
 one optimizer step (forward, backward, AdamW) on random inputs of the training shapes: the VAE on
 `vae_batch_clips x vae_frames` crops, the U-Net on `batch_size x frames` latents. The adapter rows train the
 random-tiny variant's adapter (`genprop train`, `mixed_precision` no vs bf16) in fresh processes, as the
@@ -60,12 +61,13 @@ def _train_step(module: torch.nn.Module, forward, bf16: bool):
     return step
 
 
-def backbone_precision_rows(repeats: int) -> list[tuple[str, float, float]]:
+def backbone_precision_rows(config: Path, repeats: int) -> list[tuple[str, float, float]]:
     """(component, fp32 s/step, bf16 s/step) for the toy backbone's two training stages."""
+    from genprop_cli.pipelines.svd import decode_vae
     from genprop_cli.training.backbone import BackboneTrainConfig, build_components
     from genprop_cli.training.trainer import read_toml
 
-    cfg = BackboneTrainConfig.from_dict({**read_toml(ROOT / "configs/toy/backbone.toml"), "data": "-", "output": "-"})
+    cfg = BackboneTrainConfig.from_dict({**read_toml(config), "data": "-", "output": "-"})
     arch = cfg.architecture
     vae, unet, *_ = build_components(arch, cfg.frames, seed=0)
     crops = torch.randn(cfg.vae_batch_clips * cfg.vae_frames, 3, cfg.vae_crop, cfg.vae_crop)
@@ -75,7 +77,7 @@ def backbone_precision_rows(repeats: int) -> list[tuple[str, float, float]]:
     times, time_ids = torch.zeros(cfg.batch_size), torch.zeros(cfg.batch_size, 3)
     work = {
         f"VAE ({sum(p.numel() for p in vae.parameters()) / 1e6:.1f} M), {crops.shape[0]} crops {cfg.vae_crop}px":
-            (vae, lambda: vae.decode(vae.encode(crops).latent_dist.mode(), num_frames=cfg.vae_frames).sample),
+            (vae, lambda: decode_vae(vae, vae.encode(crops).latent_dist.mode(), cfg.vae_frames)),
         f"U-Net ({sum(p.numel() for p in unet.parameters()) / 1e6:.1f} M), {cfg.batch_size}x{cfg.frames} frames":
             (unet, lambda: unet(unet_in, times, embeds, time_ids).sample),
     }  # fmt: skip
@@ -95,6 +97,8 @@ def adapter_run(data: Path, output: Path, args, **options) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=ROOT / "configs/toy/backbone.toml",
+                        help="the backbone training config whose VAE and U-Net are timed")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--size", type=int, default=64)
@@ -104,9 +108,9 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     from vis_datasets import scene, write_davis  # the test suite's synthetic DAVIS writer
 
-    print(f"toy backbone training step (configs/toy/backbone.toml, random weights), median of {args.repeats}")
+    print(f"toy backbone training step ({args.config.name}, random weights), median of {args.repeats}")
     print(f"{'component':>44} {'fp32 s':>8} {'bf16 s':>8} {'speed-up':>9}")
-    for name, fp32, bf16 in backbone_precision_rows(args.repeats):
+    for name, fp32, bf16 in backbone_precision_rows(args.config, args.repeats):
         print(f"{name:>44} {fp32:8.3f} {bf16:8.3f} {fp32 / bf16:9.2f}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -38,7 +38,6 @@ from genprop_cli.video_io import (
     check_output_path,
     iter_frames,
     probe_video,
-    temp_path_for,
 )
 
 # Matroska stores times in milliseconds: frame times can move by up to half a millisecond there.
@@ -177,15 +176,6 @@ def test_truncated_file_fails_cleanly_or_gives_fewer_frames(clip_factory, tmp_pa
 
 # --------------------------------------------------------------------------------------------------
 # Output paths
-
-
-def test_temp_path_is_hidden_unique_and_beside_the_output(tmp_path):
-    output = tmp_path / "out.mp4"
-    first, second = temp_path_for(output), temp_path_for(output)
-    assert first != second
-    assert first.parent == output.parent
-    assert first.name.startswith(f".out.mp4.partial-{os.getpid()}-")
-    assert first.suffix == ".mp4"
 
 
 def test_check_output_path_accepts_a_new_file(tmp_path, clip_factory):

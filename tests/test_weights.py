@@ -579,13 +579,6 @@ def test_hub_source_round_trip(org: str, repo: str, rev: str, parts: list[str]) 
     assert (source.kind, source.location, source.revision, source.path) == ("hub", f"{org}/{repo}", rev, path)
 
 
-@given(data=st.binary(max_size=3 * weights.HASH_BLOCK // 2))
-def test_sha256_file_matches_hashlib(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
-    path = tmp_path_factory.mktemp("h") / "f"
-    path.write_bytes(data)
-    assert weights.sha256_file(path) == sha(data)
-
-
 def test_huggingface_hub_reads_patched_constants() -> None:
     """The production code passes no cache_dir: huggingface_hub must read the constants at call time."""
     assert hf_constants.HF_HUB_OFFLINE is True

@@ -32,9 +32,10 @@ import torch.nn.functional as F
 from genprop_cli.chunking import ChunkSpan, Segment, Stitcher, plan_chunks, plan_segments
 from genprop_cli.config import PropagationOptions, RuntimeOptions, Task, parse_position
 from genprop_cli.errors import DeviceError, OptionError, OutputError
+from genprop_cli.fileio import partial_path, replace_folder, sha256_file
 from genprop_cli.images import load_first_frame, save_png_atomic
 from genprop_cli.preview import ContactSheet
-from genprop_cli.resume import ChunkStore, array_sha256, default_work_dir, file_sha256
+from genprop_cli.resume import ChunkStore, array_sha256, default_work_dir
 from genprop_cli.video_io import (
     EncoderOptions,
     InputLimits,
@@ -261,7 +262,7 @@ class GenProp:
     def check_options(self, options: PropagationOptions) -> None:
         """Refuses, before any work is done, a task the adapter was not trained for and --preserve for a
         family whose sampler cannot anchor latents."""
-        self.pipeline.denoiser.adapter.task_id(options.task)
+        self.pipeline.adapter.task_id(options.task)
         if options.preserve and not self.pipeline.supports_preserve:
             raise OptionError(f"--preserve is not available for {self.pipeline.family} variants; --composite is")
 
@@ -601,16 +602,14 @@ class _MaskSequence:
     def __init__(self, target: Path, overwrite: bool) -> None:
         check_masks_dir(target, overwrite=overwrite)
         self.target, self.overwrite = target, overwrite
-        self.tmp = target.with_name(f".{target.name}.partial-{time.time_ns()}")
+        self.tmp = partial_path(target)
         self.tmp.mkdir()
 
     def write(self, index: int, mask: np.ndarray) -> None:
         save_png_atomic(self.tmp / f"{index:06d}.png", mask)
 
     def commit(self) -> Path:
-        if self.target.exists() and self.overwrite:
-            shutil.rmtree(self.target)
-        self.tmp.replace(self.target)
+        replace_folder(self.tmp, self.target)  # check_masks_dir refused an existing folder without overwrite
         return self.target
 
     def abort(self) -> None:
@@ -741,7 +740,7 @@ def run_key(model: GenProp, clip: Clip, options: PropagationOptions) -> dict[str
     """Everything a render's chunks depend on: a work folder made under another key is never reused."""
     options = model.resolve(options)
     pipe = model.pipeline
-    video = array_sha256(clip.in_memory) if clip.in_memory is not None else file_sha256(clip.video)
+    video = array_sha256(clip.in_memory) if clip.in_memory is not None else sha256_file(clip.video)
     chosen = {k: v for k, v in asdict(options).items() if k not in ("device", "dtype")}
     return {
         "input": video,

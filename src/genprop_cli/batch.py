@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from genprop_cli.config import PropagationOptions, Task
 from genprop_cli.errors import GenPropError, InputError, OptionError, OutputError
+from genprop_cli.fileio import write_text_atomic
 
 if TYPE_CHECKING:
     from genprop_cli.api import GenProp, ProgressCallback, RenderResult
@@ -601,13 +602,7 @@ def check_summary_path(path: Path) -> None:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def collect_summary(part: BatchSummary, path: Path, *, batch_id: str, world: World) -> BatchSummary | None:

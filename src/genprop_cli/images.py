@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from genprop_cli.errors import FrameSizeError, ImageReadError, OutputError
+from genprop_cli.fileio import atomic_file
 
 __all__ = ["load_first_frame", "save_png_atomic"]
 
@@ -121,19 +120,13 @@ def _png_image(array: np.ndarray) -> Image.Image:
 
 
 def save_png_atomic(path: Path, rgb_or_gray: np.ndarray) -> None:
-    """Write a PNG through a temp file in the same folder and os.replace, so readers never see half a file."""
+    """Write a PNG through a temp file in the same folder, so readers never see half a file."""
     path = Path(path)
     image = _png_image(rgb_or_gray)
     if not path.parent.is_dir():
         raise OutputError(f"output folder {path.parent} does not exist")
-    temp = path.with_name(f".{path.name}.partial-{os.getpid()}-{secrets.token_hex(4)}.png")
     try:
-        with open(temp, "wb") as handle:
+        with atomic_file(path, durable=True) as temp, open(temp, "wb") as handle:
             image.save(handle, format="PNG")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
     except OSError as error:
         raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
-    finally:
-        temp.unlink(missing_ok=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from genprop_cli.errors import OutputError
+from genprop_cli.fileio import write_bytes_atomic
 
 WORK_FORMAT = 1
 MANIFEST = "manifest.json"
@@ -33,11 +33,6 @@ def default_work_dir(output: Path) -> Path:
     """`out/clip.genprop-remove.mp4` -> `out/.clip.genprop-remove.mp4.genprop-work` (hidden, beside it)."""
     output = Path(output)
     return output.with_name(f".{output.name}.genprop-work")
-
-
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def array_sha256(array: np.ndarray) -> str:
@@ -81,7 +76,7 @@ class ChunkStore:
                     )
                 return cls(folder, key)
         folder.mkdir(parents=True, exist_ok=True)
-        _write_atomic(manifest, json.dumps({"format": WORK_FORMAT, "key": key}, indent=2).encode())
+        write_bytes_atomic(manifest, json.dumps({"format": WORK_FORMAT, "key": key}, indent=2).encode(), durable=True)
         return cls(folder, key)
 
     def sub(self, name: str) -> ChunkStore:
@@ -121,7 +116,7 @@ class ChunkStore:
         from safetensors.torch import save
 
         data = save({"latents": latents.detach().contiguous().cpu(), "mask": mask.detach().contiguous().cpu()})
-        _write_atomic(self.path(index), data)
+        write_bytes_atomic(self.path(index), data, durable=True)  # whole or absent after a power loss
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -134,17 +129,3 @@ def _differences(saved: dict[str, Any], key: dict[str, Any]) -> str:
     shown = [n for n in names if not (isinstance(key.get(n), dict) and isinstance(saved.get(n), dict))] + nested
     return ", ".join(shown) or "format"
 
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Temp file, fsync, rename, fsync the folder: after power loss the file is whole or absent."""
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -10,7 +10,6 @@ import bisect
 import functools
 import os
 import platform
-import secrets
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from genprop_cli.errors import FrameSizeError, OptionError, OutputError, VideoReadError
+from genprop_cli.fileio import fsync_path, partial_owner, partial_path
 
 __all__ = [
     "CONTAINER_FORMATS",
@@ -34,7 +34,6 @@ __all__ = [
     "check_output_path",
     "iter_frames",
     "probe_video",
-    "temp_path_for",
 ]
 
 # Chroma subsampling for the encoder: swscale's area filter averages each 2x2 block, which is both cheaper
@@ -438,8 +437,8 @@ def remove_stale_partials(output: Path) -> list[Path]:
     output = Path(output)
     removed = []
     for temp in output.parent.glob(f".{output.name}.partial-*"):
-        pid = temp.name.removeprefix(f".{output.name}.partial-").split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+        pid = partial_owner(temp, output)
+        if pid is not None and pid != os.getpid() and not _process_alive(pid):
             temp.unlink(missing_ok=True)
             removed.append(temp)
     return removed
@@ -455,33 +454,6 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def temp_path_for(output: Path) -> Path:
-    """A hidden, unique temp file beside ``output`` (same folder, so os.replace is atomic)."""
-    output = Path(output)
-    token = secrets.token_hex(4)
-    return output.with_name(f".{output.name}.partial-{os.getpid()}-{token}{output.suffix}")
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename durable where the OS allows fsync on a folder (POSIX)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -737,7 +709,7 @@ class VideoWriter:
         # pictures, only slower (docs/performance.md, "Video I/O vs ffmpeg").
         self._to_pix_fmt = VideoReformatter()
         self._staging: tuple[av.VideoFrame, np.ndarray] | None = None
-        self._temp = temp_path_for(self.path)
+        self._temp = partial_path(self.path)
         # Safety net for a writer that is dropped without close()/abort(): the temp file still goes.
         weakref.finalize(self, self._temp.unlink, missing_ok=True)
         try:
@@ -917,14 +889,14 @@ class VideoWriter:
                 self._audio = None
             self._output.close()
             self._output = None
-            _fsync_file(self._temp)
+            fsync_path(self._temp)
             if not self._overwrite and self.path.exists():
                 raise OutputError(f"output {self.path} exists; pass --overwrite to replace it")
             os.replace(self._temp, self.path)
         except BaseException as error:
             self._fail(error)
         self._finished = True
-        _fsync_folder(self.path.parent)
+        fsync_path(self.path.parent)
         return self.path
 
     def _fail(self, error: BaseException) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -19,6 +18,7 @@ from genprop_cli.errors import (
     UnknownVariantError,
     WeightsError,
 )
+from genprop_cli.fileio import sha256_file, write_text_atomic
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -26,7 +26,6 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 SCHEMA_VERSION = 1
-HASH_BLOCK = 1 << 20
 PIPELINE_INDEX = "model_index.json"
 _HEX40 = re.compile(r"[0-9a-fA-F]{40}")
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
@@ -473,15 +472,6 @@ def _parse_defaults(table: dict[str, Any], where: str, r: _Reader) -> Defaults:
 # ---------------------------------------------------------------------------------------------
 
 
-def sha256_file(path: Path) -> str:
-    """Stream the sha256 of a file in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _hash_cache_file() -> Path:
     return cache_dir() / "sha256-cache.json"
 
@@ -523,13 +513,11 @@ def _read_hash_cache() -> dict[str, Any]:
 def _write_hash_cache(cache: dict[str, Any]) -> None:
     """Best effort: a read-only cache folder only costs re-hashing next time."""
     target = _hash_cache_file()
-    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(cache, indent=0, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, target)
+        write_text_atomic(target, json.dumps(cache, indent=0, sort_keys=True))
     except OSError:
-        tmp.unlink(missing_ok=True)
+        pass
 
 
 def safetensors_complete(path: Path) -> bool:

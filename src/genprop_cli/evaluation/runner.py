@@ -296,9 +296,7 @@ def run_eval(request: EvalRequest, *, on_example: Callable[[int, int, str], None
 
     Everything goes to a temporary folder beside OUTPUT that is renamed into place when complete.
     """
-    import shutil
-
-    from genprop_cli.video_io import temp_path_for
+    from genprop_cli.fileio import atomic_folder
 
     output = Path(request.output)
     if output.exists() and not request.overwrite:
@@ -311,17 +309,10 @@ def run_eval(request: EvalRequest, *, on_example: Callable[[int, int, str], None
 
         clip_scorer = ClipScorer.from_pretrained(request.clip_model)
     output.parent.mkdir(parents=True, exist_ok=True)
-    staging = temp_path_for(output)
-    try:
-        (staging / SHEETS).mkdir(parents=True)
+    with atomic_folder(output) as staging:
+        (staging / SHEETS).mkdir()
         report = evaluate(examples, methods, clip_scorer=clip_scorer, sheets=staging / SHEETS, on_example=on_example)
         report.notes.append(f"{len(examples)} examples from {request.eval_set}; seed {request.seed}")
         (staging / REPORT_JSON).write_text(report.to_json())
         (staging / REPORT_MD).write_text(report.to_markdown())
-        if output.exists():
-            shutil.rmtree(output)
-        staging.rename(output)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return report

@@ -18,6 +18,7 @@ from torch import nn
 
 from genprop_cli.config import Task
 from genprop_cli.errors import WeightsError
+from genprop_cli.fileio import atomic_file
 from genprop_cli.models.backbones.base import Backbone, CallSlot, ForwardCall
 
 ADAPTER_FORMAT = "genprop-adapter"
@@ -155,11 +156,9 @@ class GenPropAdapter(nn.Module):
         """Writes the adapter as one safetensors file (temp file + rename)."""
         from safetensors.torch import save_file
 
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.partial")
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(tmp), metadata=self.config.to_metadata())
-        tmp.replace(path)
+        with atomic_file(Path(path)) as temp:
+            save_file(state, str(temp), metadata=self.config.to_metadata())
 
     @classmethod
     def load(cls, path: Path, backbone: Backbone) -> GenPropAdapter:

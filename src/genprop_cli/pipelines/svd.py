@@ -101,6 +101,7 @@ class GenPropSVDPipeline:
             adapter = GenPropAdapter(self.backbone, AdapterConfig(family=self.family, sce_blocks=blocks))
         adapter = adapter.to(self._device, self.unet.dtype)
         compile_if_asked(self.backbone, adapter, runtime)  # before attaching: the hooks stay outside compiled code
+        self.adapter = adapter  # what GenProp trains; `denoiser` is the backbone with it attached
         self.denoiser = GenPropDenoiser(self.backbone, adapter)
         for module in (self.vae, self.image_encoder, self.unet):
             module.requires_grad_(False).eval()
@@ -261,7 +262,7 @@ class GenPropSVDPipeline:
             image_latents = torch.cat([torch.zeros_like(image_latents), image_latents])
             context = torch.cat([torch.zeros_like(context), context])
         source = source_latents[None].expand(batch, -1, -1, -1, -1)
-        task_ids = torch.full((batch,), self.denoiser.adapter.task_id(task), device=self.device, dtype=torch.long)
+        task_ids = torch.full((batch,), self.adapter.task_id(task), device=self.device, dtype=torch.long)
         time_ids = self._added_time_ids(batch, self.conditioning)
 
         mask_logits = None

@@ -83,6 +83,7 @@ class GenPropWanPipeline:
             adapter = GenPropAdapter(self.backbone, AdapterConfig(family=self.family, sce_blocks=blocks))
         adapter = adapter.to(self._device, self.dtype)
         compile_if_asked(self.backbone, adapter, runtime)  # before attaching: the hooks stay outside compiled code
+        self.adapter = adapter  # what GenProp trains; `denoiser` is the backbone with it attached
         self.denoiser = GenPropDenoiser(self.backbone, adapter)
         for module in (self.vae, self.transformer, self.text_encoder, self.image_encoder):
             if module is not None:
@@ -284,7 +285,7 @@ class GenPropWanPipeline:
             branch_cond = torch.cat([uncond, cond])
             image_tokens = torch.cat([image_tokens, image_tokens]) if image_tokens is not None else None
         source = source_latents[None].expand(batch, -1, -1, -1, -1)
-        task_ids = torch.full((batch,), self.denoiser.adapter.task_id(task), device=self.device, dtype=torch.long)
+        task_ids = torch.full((batch,), self.adapter.task_id(task), device=self.device, dtype=torch.long)
         keep = None
         if self.expand_timesteps:  # 0 on the given first latent frame, 1 elsewhere
             keep = torch.ones(1, 1, latent_frames, h, w, device=self.device)

@@ -55,6 +55,8 @@ JPEG_QUALITY = 95
 # Streams of seeds derived from the user's seed, so that DAVIS clips and eval examples never share a scene.
 _DAVIS_STREAM = 0
 _EVAL_STREAM = 1
+# One seed stream per task, fixed: evaluation sets stay byte-identical for a seed whatever order Task lists.
+_TASK_STREAMS = {Task.EDIT: 0, Task.REMOVE: 1, Task.INSERT: 2, Task.TRACK: 3}
 
 
 # --- DAVIS ---------------------------------------------------------------------------------------
@@ -142,7 +144,7 @@ def _write_davis_sequence(root: Path, name: str, frames: np.ndarray, labels: np.
 
 def example_seed(seed: int, task: Task, index: int) -> int:
     """The seed of the `index`-th example of `task` in an evaluation set drawn with `seed`."""
-    return int(np.random.SeedSequence([seed, _EVAL_STREAM, Task(task).index, index]).generate_state(1)[0])
+    return int(np.random.SeedSequence([seed, _EVAL_STREAM, _TASK_STREAMS[Task(task)], index]).generate_state(1)[0])
 
 
 def write_eval_set(

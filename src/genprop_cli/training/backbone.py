@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from genprop_cli.errors import OptionError
+from genprop_cli.fileio import atomic_folder
 from genprop_cli.pipelines.svd import decode_vae
 from genprop_cli.training.data import ClipSpec, open_dataset, sample_clip
 from genprop_cli.training.ema import EMA
@@ -294,9 +295,6 @@ def save_stage(output: Path, stage: Stage, step: int, config: BackboneTrainConfi
     from safetensors.torch import save_file
 
     folder = output / CHECKPOINTS / f"{stage.name}-{step:08d}"
-    tmp = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in stage.module.state_dict().items()}
     optim = stage.optimizer.state_dict()
     for index, values in optim["state"].items():
@@ -306,13 +304,11 @@ def save_stage(output: Path, stage: Stage, step: int, config: BackboneTrainConfi
         tensors["ema_updates"] = torch.tensor(stage.ema.updates, dtype=torch.int64)
     if stage.generator is not None:
         tensors["torch_generator"] = stage.generator.get_state()
-    save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
     meta = {"stage": stage.name, "step": step, "rng": stage.rng.bit_generator.state,
             "param_groups": optim["param_groups"], "config": resume_key(config)}  # fmt: skip
-    (tmp / "state.json").write_text(json.dumps(meta))
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.replace(folder)
+    with atomic_folder(folder) as temp:
+        save_file({k: v.cpu() for k, v in tensors.items()}, str(temp / "state.safetensors"))
+        (temp / "state.json").write_text(json.dumps(meta))
     for old in sorted((output / CHECKPOINTS).glob(f"{stage.name}-*[0-9]"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return folder

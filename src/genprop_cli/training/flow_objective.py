@@ -58,7 +58,7 @@ class FlowObjective:
             image = pipe.embed_image(original[0])
             embeds.append(image[0] if image is not None else None)
             masks.append(self.latent_frames_mask(torch.from_numpy(pair.mask).float(), target.shape[1]))
-            tasks.append(pipe.denoiser.adapter.task_id(pair.task))
+            tasks.append(pipe.adapter.task_id(pair.task))
         target = torch.stack(targets)
         device = target.device
         return FlowBatch(

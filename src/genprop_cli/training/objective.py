@@ -53,7 +53,7 @@ def encode_pairs(pipeline, pairs, generator: torch.Generator) -> TrainingBatch:
         conditions.append(pipeline.encode_condition(original[0], generator))
         embeds.append(pipeline.embed_image(original[0]))
         masks.append(torch.from_numpy(pair.mask))
-        tasks.append(pipeline.denoiser.adapter.task_id(pair.task))
+        tasks.append(pipeline.adapter.task_id(pair.task))
     target = torch.stack(targets)
     device = target.device
     return TrainingBatch(

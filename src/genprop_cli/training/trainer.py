@@ -32,6 +32,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from genprop_cli.errors import GenPropError, OptionError
+from genprop_cli.fileio import partial_path, replace_folder
 from genprop_cli.training.augment import AugmentConfig, PairSampler
 from genprop_cli.training.data import ClipSpec, open_dataset, sample_clip
 from genprop_cli.training.ema import EMA
@@ -485,13 +486,11 @@ def _drop_old_checkpoints(output: Path, keep: int) -> None:
 
 def _save_checkpoint(accelerator, config: TrainConfig, output: Path, step: int) -> None:
     folder = output / CHECKPOINTS / f"step-{step:08d}"
-    tmp = folder.with_name(folder.name + ".partial")
+    tmp = partial_path(folder, unique=False)  # every process saves its part into the same folder
     accelerator.save_state(str(tmp))
     if accelerator.is_main_process:
         (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "config": config.resume_key()}))
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.replace(folder)  # a checkpoint folder exists only once complete
+        replace_folder(tmp, folder)  # a checkpoint folder exists only once complete
     accelerator.wait_for_everyone()
 
 

@@ -59,13 +59,18 @@ def hashes(folder: Path) -> dict[str, str]:
     return hash_tree(folder)
 
 
-def registry_block(name: str, backbone: str, adapter: str, backbone_hashes: dict[str, str], adapter_sha: str) -> str:
+TOY_DESCRIPTION = ("Toy GenProp trained on the toy world (shapes over a panning texture, 64x64) on a CPU: really "
+                   "propagates edits on toy-like clips; not a general-purpose model")
+
+
+def registry_block(name: str, backbone: str, adapter: str, backbone_hashes: dict[str, str], adapter_sha: str, *,
+                   description: str = TOY_DESCRIPTION, native_frames: int = 16) -> str:  # fmt: skip
     """The weights.toml entry of a toy variant (used for the shipped one and for the build's own registry)."""
     files = "\n".join(f'"{k}" = "{v}"' for k, v in sorted(backbone_hashes.items()))
     configs = "\n".join(f'    "{c}",' for c in BACKBONE_CONFIGS)
     adapter_lines = f'source = "{adapter}"\nsha256 = "{adapter_sha}"' if adapter_sha else "published = false\nnote = \"being trained\""
     return f"""[variants.{name}]
-description = "Toy GenProp trained on the toy world (shapes over a panning texture, 64x64) on a CPU: really propagates edits on toy-like clips; not a general-purpose model"
+description = "{description}"
 family = "svd"
 
 [variants.{name}.backbone]
@@ -85,7 +90,7 @@ configs = [
 max_pixels = 4096  # 64 * 64, the training size
 multiple_of = 16
 max_frames = 100000
-native_frames = 16
+native_frames = {native_frames}
 
 [variants.{name}.defaults]
 steps = 12
@@ -119,15 +124,33 @@ def install(work: Path) -> None:
     shutil.copy2(work / "adapter-full" / "adapter.safetensors", ASSETS / "adapter.safetensors")
     block = registry_block("toy", "package:toy/backbone", "package:toy/adapter.safetensors",
                            hashes(ASSETS / "backbone"), _sha(ASSETS / "adapter.safetensors"))
+    write_registry_entry("toy", block)
+    print(f"installed {ASSETS} and updated {REGISTRY}", flush=True)
+
+
+def install_backbone(work: Path, name: str, description: str, native_frames: int) -> None:
+    """A trained backbone whose adapter is still to come: package assets + a weights.toml entry with
+    `published = false`, so that `genprop train --model NAME` trains the adapter against it."""
+    assets = ASSETS.parent / name
+    if assets.exists():
+        shutil.rmtree(assets)
+    shutil.copytree(work / "backbone", assets / "backbone")
+    block = registry_block(name, f"package:{name}/backbone", "", hashes(assets / "backbone"), "",
+                           description=description, native_frames=native_frames)  # fmt: skip
+    write_registry_entry(name, block)
+    print(f"installed {assets} and updated {REGISTRY}", flush=True)
+
+
+def write_registry_entry(name: str, block: str) -> None:
+    """Replaces (or appends) the generated entry of variant `name` between its markers in weights.toml."""
     text = REGISTRY.read_text()
-    begin, end = "# >>> toy variant (scripts/build_toy.py)\n", "# <<< toy variant\n"
+    begin, end = f"# >>> {name} variant (scripts/build_toy.py)\n", f"# <<< {name} variant\n"
     generated = begin + block + end
     if begin in text:
         text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: generated, text, flags=re.DOTALL)
     else:
         text = text.rstrip("\n") + "\n\n\n" + generated
     REGISTRY.write_text(text)
-    print(f"installed {ASSETS} and updated {REGISTRY}", flush=True)
 
 
 def main() -> int:
@@ -138,7 +161,14 @@ def main() -> int:
     parser.add_argument("--no-install", action="store_true", help="leave the package assets and weights.toml alone")
     parser.add_argument("--adapter-steps", type=int, help="override the adapters' step count (smoke runs)")
     parser.add_argument("--per-task", type=int, default=8, help="evaluation examples per task")
+    parser.add_argument("--install-backbone", metavar="NAME",
+                        help="only install WORK/backbone as variant NAME (adapter unpublished) and stop")
+    parser.add_argument("--description", default=TOY_DESCRIPTION, help="with --install-backbone")
+    parser.add_argument("--native-frames", type=int, default=16, help="with --install-backbone")
     args = parser.parse_args()
+    if args.install_backbone:
+        install_backbone(args.work, args.install_backbone, args.description, args.native_frames)
+        return 0
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)
     timings_file = work / "timings.json"

@@ -5,8 +5,8 @@
     python scripts/probe_toy_vae.py --data build/toy2/data --checkpoint build/toy2/checkpoints/vae-00004000 \
         --config configs/toy/backbone-wide.toml      # score a training run's checkpoint instead
 
-It is how the first-stage recipe of issue 12 was chosen (docs/results.md): the same step as
-`train_vae` (L1 + MSE + a tiny KL, bf16 autocast, random 32x32 crops, cosine decay), scored on full
+It is how the first-stage recipe of issue 12 was chosen (docs/results.md): `train_vae` itself (L1 + MSE
++ a tiny KL, bf16 autocast, random 32x32 crops, warm-up and cosine decay), scored on full
 64x64 frames of scenes drawn with a seed the training data never used, one row per background kind
 (the photo row uses the held-out photo).
 """
@@ -17,6 +17,7 @@ import argparse
 import math
 import time
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,17 +25,7 @@ import torch
 
 from genprop_cli.pipelines.svd import decode_vae
 from genprop_cli.toy.world import BACKGROUND_KINDS, HELD_OUT_PHOTOS, TRAIN_PHOTOS, render, sample_scene
-from genprop_cli.training.backbone import (
-    BackboneArchitecture,
-    BackboneTrainConfig,
-    _batch,
-    _clip_stream,
-    _cosine_to_tenth,
-    _optimizer_step,
-    _random_crops,
-    _warmup,
-    autocast,
-)
+from genprop_cli.training.backbone import BackboneArchitecture, BackboneTrainConfig, autocast, train_vae
 from genprop_cli.training.objective import to_model_frames
 
 HELD_OUT_SEED = 12345
@@ -72,23 +63,15 @@ def report(step: int, seconds: float, loss: float, scores: dict[str, float]) -> 
 
 
 def train(vae: torch.nn.Module, config: BackboneTrainConfig, held: dict[str, torch.Tensor], evals: int) -> None:
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, weight_decay=0.0)
-    rng = np.random.default_rng([config.seed, 1])
-    stream = _clip_stream(config, config.vae_frames, rng)
-    started, every = time.perf_counter(), max(1, config.vae_steps // evals)
-    for step in range(config.vae_steps):
-        for group in optimizer.param_groups:
-            group["lr"] = config.vae_lr * _warmup(step, config.vae_warmup_steps) * _cosine_to_tenth(step, config.vae_steps)
-        clips = _random_crops(_batch(stream, config.vae_batch_clips, torch.device("cpu")), config.vae_crop, rng)
-        clips = clips.flatten(0, 1)
-        with autocast(config, torch.device("cpu")):
-            posterior = vae.encode(clips).latent_dist
-            recon = decode_vae(vae, posterior.mode(), config.vae_frames).float()
-            kl = posterior.kl().float().mean()
-        loss = (recon - clips).abs().mean() + (recon - clips).square().mean() + config.kl_weight * kl
-        _optimizer_step(optimizer, vae, loss)
-        if (step + 1) % every == 0:
-            report(step + 1, time.perf_counter() - started, float(loss), psnr_by_kind(vae, held, config))
+    """`train_vae` itself, scored from its log callback `evals` times (and at the last step)."""
+    started = time.perf_counter()
+
+    def score(record: dict) -> None:
+        if record["step"] > 1:
+            report(record["step"], time.perf_counter() - started, record["loss"], psnr_by_kind(vae, held, config))
+
+    every = max(1, config.vae_steps // evals)
+    train_vae(vae, replace(config, log_every=every), torch.device("cpu"), score)
 
 
 def main() -> None:

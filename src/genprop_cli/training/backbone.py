@@ -363,7 +363,7 @@ def _finish(stage: Stage) -> None:
 
 
 def train_vae(vae, config: BackboneTrainConfig, device: torch.device, log: LogFn, output: Path | None = None) -> float:
-    """Stage 1: reconstruction of short clips through the temporal decoder; returns the last L1.
+    """Stage 1: reconstruction of short clips (temporal or per-frame decoder); returns the last L1.
 
     With `output`, checkpoints go to output/checkpoints every `save_every` steps and a run resumes from the
     newest one exactly (same data, crops and updates as an uninterrupted run)."""

@@ -21,13 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
-from genprop_cli.api import Clip, GenProp, render
-from genprop_cli.config import PropagationOptions, Task
+from genprop_cli.api import GenProp, OutputOptions, PropagationOptions, RunRequest, Task, render
 clip_path, frame_path, out_path, chunk, variant = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 model = GenProp.load(variant or None, device="cpu")
 loaded_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 t0 = time.perf_counter()
-result = render(model, Clip.open(clip_path, frame_path), Path(out_path), PropagationOptions(task=Task.REMOVE, chunk=chunk))
+request = RunRequest(video=clip_path, first_frames=(frame_path,), options=PropagationOptions(task=Task.REMOVE, chunk=chunk),
+                     outputs=OutputOptions(output=Path(out_path)))
+result = render(model, request)
 print(json.dumps({"frames": result.frames, "seconds": time.perf_counter() - t0, "loaded_mib": loaded_mib,
                   "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """

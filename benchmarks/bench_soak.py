@@ -81,7 +81,7 @@ def main() -> int:
 
     from genprop_cli.api import GenProp
     from genprop_cli.batch import parse_jobs, run_batch
-    from genprop_cli.config import PropagationOptions
+    from genprop_cli.config import PropagationOptions, RunSettings
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -101,7 +101,7 @@ def main() -> int:
 
         samples_done: list = []
         t0 = time.perf_counter()
-        summary = run_batch(model, parse_jobs(jobs_file), PropagationOptions(steps=args.steps), on_job=on_job)
+        summary = run_batch(model, parse_jobs(jobs_file), RunSettings(options=PropagationOptions(steps=args.steps)), on_job=on_job)
         run_s = time.perf_counter() - t0
         problems = []
         for result in summary.results:

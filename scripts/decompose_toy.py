@@ -22,7 +22,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from genprop_cli.api import Clip, GenProp, _to_model_frames
+from genprop_cli.api import Clip, GenProp, to_model_frames
 from genprop_cli.config import PropagationOptions, Task
 from genprop_cli.evaluation import metrics
 from genprop_cli.evaluation.baselines import BASELINES
@@ -38,14 +38,14 @@ def to_uint8(frames: torch.Tensor) -> np.ndarray:
 def vae_round_trip(model: GenProp, video: np.ndarray) -> np.ndarray:
     pipe = model.pipeline
     size = (video.shape[2], video.shape[1])
-    return to_uint8(pipe.decode_latents(pipe.encode_frames(_to_model_frames(list(video), size))))
+    return to_uint8(pipe.decode_latents(pipe.encode_frames(to_model_frames(list(video), size))))
 
 
 def backbone_alone(model: GenProp, video: np.ndarray, steps: int, seed: int = 0) -> np.ndarray:
     """The frozen I2V model from the first frame, adapter residuals scaled to 0, one chunk of the whole clip."""
     pipe = model.pipeline
     size = (video.shape[2], video.shape[1])
-    frames = _to_model_frames(list(video), size)
+    frames = to_model_frames(list(video), size)
     generator = torch.Generator(device=pipe.device).manual_seed(seed)
     result = pipe.generate(
         source_latents=pipe.encode_frames(frames), condition_latent=pipe.encode_condition(frames[0], generator),

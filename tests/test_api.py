@@ -5,23 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from huggingface_hub import constants as hf_constants
 from PIL import Image
 
 from clips import make_clip, pattern_frame
-from genprop_cli.api import Clip, GenProp, _windows, render, working_size
-from genprop_cli.chunking import plan_chunks
+from genprop_cli.api import Clip, GenProp, OutputOptions, RunRequest, render, working_size
 from genprop_cli.config import PropagationOptions, Task
 from genprop_cli.errors import ChecksumMismatchError, OptionError, WeightsError
-from genprop_cli.video_io import VideoFrame
 from genprop_cli.weights import Limits, assets_dir
 from hubcache import add_to_hf_cache
 
@@ -29,20 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 W, H = 96, 64
 
 
-def fake_frames(n: int):
-    for i in range(n):
-        yield VideoFrame(index=i, pts=i * 512, time_base=Fraction(1, 12288), rgb=np.zeros((2, 2, 3), np.uint8))
-
-
-@settings(max_examples=150, deadline=None)
-@given(st.integers(1, 400), st.sampled_from([32, 64, 128]), st.data())
-def test_streaming_windows_match_the_planner(n, chunk, data):
-    overlap = data.draw(st.integers(1, chunk - 1))
-    got = list(_windows(fake_frames(n), chunk, overlap))
-    assert [span for span, _, _ in got] == plan_chunks(n, chunk, overlap)
-    for span, frames, _ in got:
-        assert [f.index for f in frames] == list(range(span.start, span.stop))
-    assert [last for *_, last in got] == [False] * (len(got) - 1) + [True]
+def request_for(clip: Clip, output: Path, options: PropagationOptions) -> RunRequest:
+    """A render request for an opened (or in-memory) clip: its edited first frame, written to `output`."""
+    return RunRequest(video=clip.video, first_frames=(clip.first_frame,), options=options, outputs=OutputOptions(output=output))
 
 
 @pytest.mark.parametrize("size", [(1920, 1080), (1080, 1920), (640, 480), (96, 64), (7, 3)])
@@ -171,7 +155,7 @@ def test_model_loads_from_a_prepopulated_hub_cache_offline_and_a_bad_blob_fails(
     model = GenProp.load("random-tiny", device="cpu")
     assert model.variant.backbone_dir == snapshot
     assert Path(model.variant.adapter_file).resolve().parent.name == "blobs"
-    out = render(model, clip, tmp_path / "out.mp4", PropagationOptions(steps=1))
+    out = render(model, request_for(clip, tmp_path / "out.mp4", PropagationOptions(steps=1)))
     assert out.frames == 40
 
     blob = (snapshot / "unet" / "diffusion_pytorch_model.safetensors").resolve()
@@ -203,7 +187,8 @@ def test_a_clip_held_in_memory_propagates_like_one_read_from_a_file(model, tmp_p
     assert [f.pts for f in from_memory] == list(range(12))
     with pytest.raises(OptionError, match="uint8"):
         Clip.from_frames(decoded.astype(np.float32), decoded[0])
-    out = render(model, Clip.from_frames(decoded, decoded[0], fps=24), tmp_path / "mem.mp4", options)
+    in_memory = Clip.from_frames(decoded, decoded[0], fps=24)
+    out = render(model, request_for(in_memory, tmp_path / "mem.mp4", options), clip=in_memory)
     assert out.frames == 12 and out.audio_streams == 0
 
 
@@ -225,7 +210,7 @@ def test_a_task_the_adapter_was_not_trained_for_is_refused_before_any_work(model
     with pytest.raises(WeightsError, match="not trained for the 'remove' task"):
         next(model.propagate(clip, PropagationOptions(task=Task.REMOVE)))
     with pytest.raises(WeightsError, match="not trained for the 'track' task"):
-        render(model, clip, tmp_path / "out.mp4", PropagationOptions(task=Task.TRACK))
+        render(model, request_for(clip, tmp_path / "out.mp4", PropagationOptions(task=Task.TRACK)))
     assert not (tmp_path / "out.mp4").exists()
 
 

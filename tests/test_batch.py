@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from genprop_cli import batch
 from genprop_cli.batch import BatchSummary, Job, JobsError, World, parse_jobs, run_batch
 from genprop_cli.cli import app
-from genprop_cli.config import PropagationOptions, Task
+from genprop_cli.config import OutputOptions, PropagationOptions, RunSettings, Task
 from genprop_cli.errors import OptionError, VideoReadError
 
 runner = CliRunner()
@@ -57,9 +57,9 @@ def test_jobs_file_comments_quotes_relative_paths_defaults_and_options(tmp_path)
     assert [j.task for j in parsed] == [Task.REMOVE, Task.EDIT, Task.TRACK, Task.TRACK]
     assert parsed[0].output == base / "clips/a.genprop-remove.mp4"  # default: beside the input
     assert parsed[1].output == base / "out/b.mov"
-    assert dict(parsed[2].overrides) == {"seed": 7, "steps": 2, "prompt": "a red car", "composite": True}
+    assert dict(parsed[2].values) == {"seed": 7, "steps": 2, "prompt": "a red car", "composite": True}
     assert [j.origin for j in parsed] == ["jobs.txt:3", "jobs.txt:4", "jobs.txt:5", "jobs.txt:6"]
-    opts = parsed[2].options(PropagationOptions(seed=1, chunk=64))
+    opts = batch.job_request(parsed[2], RunSettings(options=PropagationOptions(seed=1, chunk=64))).options
     assert (opts.task, opts.seed, opts.steps, opts.chunk, opts.composite) == (Task.TRACK, 7, 2, 64, True)
 
 
@@ -194,10 +194,10 @@ def fake_jobs(tmp_path: Path, n: int) -> list[Job]:
 def test_run_batch_shards_by_rank_and_merges_the_parts(tmp_path, monkeypatch):
     rendered: dict[int, list[str]] = {}
 
-    def fake_render(model, job, output, options, **kwargs):
-        rendered.setdefault(options.seed, []).append(job.video.name)  # the seed tells the ranks apart here
-        if job.video.name == "v4.mp4":
-            raise VideoReadError(f"{job.video} is broken")
+    def fake_render(model, request, **kwargs):
+        rendered.setdefault(request.options.seed, []).append(request.video.name)  # the seed tells the ranks apart
+        if request.video.name == "v4.mp4":
+            raise VideoReadError(f"{request.video} is broken")
         return type("R", (), {"frames": 3, "warnings": []})()
 
     monkeypatch.setattr(batch, "render_job", fake_render)
@@ -206,7 +206,7 @@ def test_run_batch_shards_by_rank_and_merges_the_parts(tmp_path, monkeypatch):
     merged = []
     for rank in range(3):
         world = World(rank, 3)
-        part = run_batch(FakeModel(), jobs, PropagationOptions(seed=rank), world=world)
+        part = run_batch(FakeModel(), jobs, RunSettings(options=PropagationOptions(seed=rank)), world=world)
         assert [r.index for r in part.results] == world.shard(8) and {r.rank for r in part.results} == {rank}
         merged.append(batch.collect_summary(part, summary_path, batch_id="t1", world=world))
     assert merged[:2] == [None, None] and merged[2] is not None  # the last one to finish merges
@@ -222,10 +222,10 @@ def test_run_batch_shards_by_rank_and_merges_the_parts(tmp_path, monkeypatch):
 
 
 def test_internal_errors_are_recorded_but_ctrl_c_stops_the_batch(tmp_path, monkeypatch):
-    def fake_render(model, job, output, options, **kwargs):
-        if job.video.name == "v0.mp4":
+    def fake_render(model, request, **kwargs):
+        if request.video.name == "v0.mp4":
             raise RuntimeError("boom")
-        if job.video.name == "v2.mp4":
+        if request.video.name == "v2.mp4":
             raise KeyboardInterrupt
         return type("R", (), {"frames": 1, "warnings": ["note"]})()
 
@@ -252,7 +252,7 @@ def test_clashing_outputs_and_skip_existing(tmp_path, monkeypatch):
     resumed = run_batch(FakeModel(), fake_jobs(tmp_path, 0) + [Job(tmp_path / "a.mp4", tmp_path / "a.png", Task.EDIT)], skip_existing=True)
     assert [r.status for r in resumed.results] == ["skipped"] and resumed.status == "ok"
     with pytest.raises(OptionError):
-        run_batch(FakeModel(), jobs, overwrite=True, skip_existing=True)
+        run_batch(FakeModel(), jobs, RunSettings(outputs=OutputOptions(overwrite=True)), skip_existing=True)
 
 
 # --- the command, end to end on random-tiny --------------------------------------------------------
@@ -347,8 +347,7 @@ def test_a_job_can_carry_positions_and_is_rendered_over_that_range_alone(three_j
     (tmp_path / "jobs.txt").write_text("a.mp4 a.png edit trimmed.mp4 start=2 end=6\n"
                                        "a.mp4 a.png edit spliced.mp4 start=2 end=6 splice=yes steps=1 at=4\n")
     (trimmed, spliced) = parse_jobs(three_jobs)
-    assert dict(spliced.positions) == {"start": "2", "end": "6", "splice": True, "at": "4"}
-    assert dict(spliced.overrides) == {"steps": 1}
+    assert dict(spliced.values) == {"start": "2", "end": "6", "splice": True, "steps": 1, "at": ("4",)}
     result = runner.invoke(app, ["batch", str(three_jobs), "-m", "random-tiny", "--steps", "1", "-q", "--json"])
     assert result.exit_code == 0, result.output
     assert decoded_frames(tmp_path / "trimmed.mp4") == 4  # frames 2..5 alone
@@ -356,3 +355,30 @@ def test_a_job_can_carry_positions_and_is_rendered_over_that_range_alone(three_j
     with pytest.raises(JobsError, match="unknown job option 'from'"):
         (tmp_path / "bad.txt").write_text("a.mp4 a.png edit from=3\n")
         parse_jobs(tmp_path / "bad.txt")
+
+
+def test_a_jobs_line_takes_every_option_a_task_command_does(tmp_path):
+    """Keys come from the same config fields as the task commands' flags: several keyframes (at= with a
+    first_frame= per later one), encoder, paths (relative to the jobs file); the batch's folders for
+    --masks/--preview/--work-dir give each job its own path; a bad value stops the batch naming the line."""
+    jobs = tmp_path / "jobs.txt"
+    jobs.write_text("a.mp4 a.png edit at=0 at=2s first_frame=b.png crf=23 pix_fmt=yuv444p preview=p.png\n"
+                    "c.mp4 c.png track\n")
+    first, second = parse_jobs(jobs)
+    assert first.first_frames == (tmp_path / "a.png", tmp_path / "b.png")
+    shared = RunSettings(outputs=OutputOptions(masks=tmp_path / "m", work_dir=tmp_path / "w", preview=tmp_path / "v"))
+    req = batch.job_request(first, shared)
+    assert req.placement.at == ("0", "2s") and req.first_frames == first.first_frames
+    assert (req.encoder.crf, req.encoder.pix_fmt, req.outputs.preview) == (23, "yuv444p", tmp_path / "p.png")
+    assert req.outputs.masks == tmp_path / "m" / "a.genprop-edit.masks"
+    assert req.outputs.work_dir == tmp_path / "w" / ".a.genprop-edit.mp4.genprop-work"
+    assert batch.job_request(second, shared).outputs.preview == tmp_path / "v" / "c.genprop-track.preview.png"
+    assert set(batch.job_keys()) >= {"seed", "steps", "guidance", "chunk", "overlap", "prompt", "composite", "preserve",
+                                     "at", "start", "end", "splice", "masks", "preview", "work_dir", "crf", "preset",
+                                     "pix_fmt", "first_frame"}  # fmt: skip
+    jobs.write_text("a.mp4 a.png edit\nc.mp4 c.png edit chunk=33\n")
+    with pytest.raises(JobsError, match="jobs.txt:2: --chunk must be one of"):
+        batch.check_jobs(parse_jobs(jobs), RunSettings())
+    jobs.write_text("a.mp4 a.png edit at=0 at=1\n")
+    with pytest.raises(JobsError, match="one --first-frame per --at"):
+        batch.check_jobs(parse_jobs(jobs), RunSettings())

@@ -1,4 +1,5 @@
-"""Chunk planner and stitcher: coverage, overlap and size rules for many lengths; exact reconstruction."""
+"""Chunk planner, stream grouping and the one stitcher: coverage, overlap and size rules for many lengths; exact
+reconstruction; segment spans and their cross-fade."""
 
 from __future__ import annotations
 
@@ -7,7 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genprop_cli.chunking import Stitcher, crossfade_weights, plan_chunks
+from genprop_cli.chunking import (
+    Segment,
+    Stitcher,
+    blend_arrays,
+    blend_halves,
+    chunk_windows,
+    crossfade_weights,
+    plan_chunks,
+    segment_spans,
+)
 
 lengths = st.integers(min_value=1, max_value=700)
 chunks = st.sampled_from([32, 64, 128])
@@ -64,12 +74,30 @@ def test_crossfade_weights_rise_strictly_inside_0_1(shared):
 
 
 def stitch(n, chunk, overlap, make_chunk):
+    """(index, rgb, mask) of every stitched frame, chunks made by `make_chunk(span)`."""
     spans = plan_chunks(n, chunk, overlap)
-    stitcher, out = Stitcher(), []
+    stitcher, out = Stitcher(blend_arrays), []
     for s in spans:
         rgb, mask = make_chunk(s)
-        out += list(stitcher.push(s, rgb, mask, last=s is spans[-1], overlap=overlap))
-    return out
+        pieces = zip(range(s.start, s.stop), rgb, mask)
+        out += list(stitcher.push(s, (tuple(np.float32(x) for x in p) for p in pieces), hold=0 if s is spans[-1] else overlap))
+    return [Frame(*f) for f in out]
+
+
+class Frame:
+    def __init__(self, index, rgb, mask):
+        self.index, self.rgb, self.mask = int(round(float(index))), rgb, mask
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 400), st.sampled_from([32, 64, 128]), st.data())
+def test_streaming_windows_hold_each_chunks_items_and_mark_the_last(n, chunk, data):
+    overlap = data.draw(st.integers(1, chunk - 1))
+    got = list(chunk_windows(iter(range(n)), chunk, overlap))
+    assert [span for span, _, _ in got] == plan_chunks(n, chunk, overlap)
+    for span, items, _ in got:
+        assert items == list(range(span.start, span.stop))
+    assert [last for *_, last in got] == [False] * (len(got) - 1) + [True]
 
 
 @settings(max_examples=100, deadline=None)
@@ -80,7 +108,7 @@ def test_stitching_identical_chunks_reproduces_the_clip_exactly_in_order(plan):
     clip = np.random.default_rng(n).random((n, 2, 3, 3), dtype=np.float32)
     masks = clip[..., 0]
     out = stitch(n, chunk, overlap, lambda s: (clip[s.start : s.stop], masks[s.start : s.stop]))
-    assert [f.index for f in out] == list(range(n))
+    assert [f.index for f in out] == list(range(n))  # the blended index of identical frames is the index
     np.testing.assert_allclose(np.stack([f.rgb for f in out]), clip, atol=1e-6)
     np.testing.assert_allclose(np.stack([f.mask for f in out]), masks, atol=1e-6)
 
@@ -96,15 +124,36 @@ def test_overlap_is_cross_faded_not_cut():
 
 def test_stitcher_holds_only_the_overlap():
     spans = plan_chunks(200, 32, 8)
-    stitcher = Stitcher()
+    stitcher = Stitcher(blend_arrays)
     for s in spans:
-        list(stitcher.push(s, np.zeros((s.length, 1, 1, 3), np.float32), np.zeros((s.length, 1, 1), np.float32), last=s is spans[-1], overlap=8))
+        list(stitcher.push(s, [(np.zeros(3, np.float32),)] * s.length, hold=0 if s is spans[-1] else 8))
         assert len(stitcher._held) == (0 if s is spans[-1] else 8)
 
 
 def test_stitcher_refuses_a_chunk_that_does_not_continue():
     spans = plan_chunks(100, 32, 8)
-    stitcher = Stitcher()
-    list(stitcher.push(spans[0], np.zeros((32, 1, 1, 3), np.float32), np.zeros((32, 1, 1), np.float32), last=False, overlap=8))
+    stitcher = Stitcher(blend_arrays)
+    list(stitcher.push(spans[0], [(np.zeros(3, np.float32),)] * 32, hold=8))
     with pytest.raises(ValueError, match="does not continue"):
-        list(stitcher.push(spans[2], np.zeros((32, 1, 1, 3), np.float32), np.zeros((32, 1, 1), np.float32), last=False, overlap=8))
+        list(stitcher.push(spans[2], [(np.zeros(3, np.float32),)] * 32, hold=8))
+
+
+def test_a_last_piece_longer_than_planned_passes_its_extra_frames_through():
+    # The plain run reads to the end of the stream, which may hold more frames than the probe counted.
+    stitcher = Stitcher(blend_arrays)
+    spans = plan_chunks(10, 32, 8)
+    out = list(stitcher.push(spans[0], [(np.full(1, i, np.float32),) for i in range(12)], hold=0))
+    assert [float(f[0][0]) for f in out] == list(range(12)) and not stitcher._held
+
+
+def test_neighbouring_segments_share_twice_their_half_and_are_cross_faded_with_the_chunk_ramp():
+    segments = [Segment(0, 5, 0, 18), Segment(1, 30, 18, 40)]
+    halves = blend_halves(segments, overlap=8)
+    spans = segment_spans(segments, halves)
+    assert halves == [4, 0] and [(s.start, s.stop, s.shared) for s in spans] == [(0, 22, 0), (14, 40, 8)]
+    stitcher = Stitcher(blend_arrays)
+    out = list(stitcher.push(spans[0], [(np.zeros(1),)] * spans[0].length, hold=spans[1].shared))
+    out += list(stitcher.push(spans[1], [(np.full(1, 200.0),)] * spans[1].length, hold=0))
+    values = [float(f[0][0]) for f in out]
+    assert len(values) == 40 and values[:14] == [0] * 14 and values[22:] == [200] * 18
+    np.testing.assert_allclose(values[14:22], 200 * crossfade_weights(8), rtol=1e-6)

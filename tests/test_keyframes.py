@@ -4,7 +4,6 @@ reversed frames, a seamless join at the keyframe, untouched frames outside the r
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import av
 import numpy as np
@@ -13,8 +12,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from clips import make_clip, pattern_frame
-from genprop_cli import api
-from genprop_cli.api import Clip, GenProp, Keyframe, propagate_keyframes, render
+from genprop_cli import propagation
+from genprop_cli.api import Clip, GenProp, OutputFrame, OutputOptions, Placement, RunRequest, render
 from genprop_cli.chunking import Segment, plan_segments
 from genprop_cli.cli import app
 from genprop_cli.config import PropagationOptions, Task, parse_position
@@ -47,6 +46,36 @@ def test_bad_positions_are_option_errors(text):
         parse_position(text, lambda seconds: round(seconds * 24.0))
 
 
+def keyframe_request(clip: Clip, at: list[int], images: list[np.ndarray], options: PropagationOptions, **where) -> RunRequest:
+    """A request whose first --at shows the clip's edited frame and later ones `images`."""
+    placement = Placement(at=tuple(map(str, at)), **{k: str(v) for k, v in where.items()})
+    return RunRequest(video=clip.video, first_frames=(clip.first_frame, *images), options=options, placement=placement)
+
+
+def run_frames(model: GenProp, clip: Clip, request: RunRequest, **kwargs) -> list[OutputFrame]:
+    return list(model.frames(model.plan(request, clip=clip), **kwargs))
+
+
+def spy_on_runs(monkeypatch) -> list[list[int]]:
+    """Records, for every run of the model, the clip indices of the frames it reads, in the order read."""
+    seen: list[list[int]] = []
+    original = propagation._PlanRunner._run
+
+    def recording(self, frames, image, store):
+        order: list[int] = []
+        seen.append(order)
+
+        def read():
+            for f in frames:
+                order.append(f.index)
+                yield f
+
+        return original(self, read(), image, store)
+
+    monkeypatch.setattr(propagation._PlanRunner, "_run", recording)
+    return seen
+
+
 @pytest.fixture(scope="module")
 def toy() -> GenProp:
     return GenProp.load("toy", device="cpu")
@@ -54,22 +83,9 @@ def toy() -> GenProp:
 
 def test_an_edit_in_the_middle_runs_backwards_on_reversed_frames_and_joins_without_a_seam(toy, monkeypatch):
     example = toy_example(Task.REMOVE, 4252, frames=48, size=64)
-    clip = Clip.from_frames(example.source, example.edited_first)
-    seen: list[list[int]] = []
-    make_view = api._segment_clip
-
-    def spying(clip, frames, count, image):
-        def recorded():
-            order = []
-            seen.append(order)
-            for f in frames():
-                order.append(f.index)
-                yield f
-
-        return make_view(clip, recorded, count, image)
-
-    monkeypatch.setattr(api, "_segment_clip", spying)
-    out = list(propagate_keyframes(toy, clip, [Keyframe(24, example.target[24])], PropagationOptions(task=Task.REMOVE)))
+    clip = Clip.from_frames(example.source, example.target[24])
+    seen = spy_on_runs(monkeypatch)
+    out = run_frames(toy, clip, keyframe_request(clip, [24], [], PropagationOptions(task=Task.REMOVE)))
     assert seen == [list(range(24, -1, -1)), list(range(24, 48))]  # backwards from the keyframe, then forwards
     assert [f.index for f in out] == list(range(48)) and [f.pts for f in out] == list(range(48))
     video = np.stack([f.rgb for f in out]).astype(np.float64)
@@ -84,21 +100,14 @@ def test_frames_outside_start_end_are_the_source_exactly_and_several_keyframes_e
     model = GenProp.load("random-tiny", device="cpu")
     rng = np.random.default_rng(0)
     video = rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8)
-    clip = Clip.from_frames(video, video[0])
-    runs: list[int] = []
-    original = GenProp.propagate
-
-    def counting(self, view, options, **kwargs):
-        runs.append(view.info.num_frames)
-        return original(self, view, options, **kwargs)
-
-    monkeypatch.setattr(GenProp, "propagate", counting)
-    keys = [Keyframe(15, video[15][:, ::-1].copy()), Keyframe(35, video[35][::-1].copy())]
-    out = list(propagate_keyframes(model, clip, keys, PropagationOptions(task=Task.EDIT, steps=1), start=10, stop=50))
+    clip = Clip.from_frames(video, video[15][:, ::-1].copy())
+    seen = spy_on_runs(monkeypatch)
+    options = PropagationOptions(task=Task.EDIT, steps=1)
+    out = run_frames(model, clip, keyframe_request(clip, [15, 35], [video[35][::-1].copy()], options, start=10, end=50))
     assert [f.index for f in out] == list(range(60))
     # segments [10, 26) around 15 and [26, 50) around 35; both runs reach 4 (overlap / 2) frames past 26:
-    # backward 10..15, forward 15..29, backward 22..35, forward 35..49
-    assert runs == [6, 15, 14, 15]
+    # backward 15..10, forward 15..29, backward 35..22, forward 35..49
+    assert seen == [list(range(15, 9, -1)), list(range(15, 30)), list(range(35, 21, -1)), list(range(35, 50))]
     for f in out[:10] + out[50:]:
         assert np.array_equal(f.rgb, video[f.index]) and not f.mask.any()
     assert not all(np.array_equal(f.rgb, video[f.index]) for f in out[10:50])
@@ -128,10 +137,13 @@ def test_an_interrupted_keyframe_render_resumes_to_the_same_video(tmp_path):
     model = GenProp.load("random-tiny", device="cpu")
     clip_path = make_clip(tmp_path / "clip.mp4", width=64, height=48, frames=70, audio=None)
     Image.fromarray(pattern_frame(0, 64, 48)[:, ::-1].copy()).save(tmp_path / "e.png")
-    clip = Clip.open(clip_path, tmp_path / "e.png")
-    keys = [Keyframe(40, clip.first_frame)]
     options = PropagationOptions(task=Task.EDIT, steps=1, seed=3)
-    render(model, clip, tmp_path / "ref.mp4", options, keyframes=keys)
+
+    def request(name: str) -> RunRequest:
+        return RunRequest(video=clip_path, first_frames=(tmp_path / "e.png",), options=options,
+                          placement=Placement(at=("40",)), outputs=OutputOptions(output=tmp_path / name))  # fmt: skip
+
+    render(model, request("ref.mp4"))
 
     events: list[object] = []
 
@@ -141,8 +153,8 @@ def test_an_interrupted_keyframe_render_resumes_to_the_same_video(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        render(model, clip, tmp_path / "out.mp4", options, keyframes=keys, on_progress=stop_in_forward_run)
-    result = render(model, clip, tmp_path / "out.mp4", options, keyframes=keys)
+        render(model, request("out.mp4"), on_progress=stop_in_forward_run)
+    result = render(model, request("out.mp4"))
     assert result.resumed_chunks == 2
 
     def frames(path):
@@ -172,27 +184,25 @@ def test_a_trimmed_range_is_output_alone_starting_at_zero_with_its_own_audio(tmp
     assert end == pytest.approx(1.5, abs=0.05)
 
 
-class _FlatModel:
-    """Stands in for GenProp: every run outputs its keyframe image's first pixel value on every frame."""
+def test_where_two_keyframes_segments_meet_the_runs_are_cross_faded_over_the_overlap(monkeypatch):
+    """Every run outputs its keyframe image's first pixel value on every frame: the values then show where
+    each segment's runs reach and how two of them are blended (the chunks' ramp, over overlap frames)."""
 
-    def resolve(self, options):
-        return options.with_defaults(SimpleNamespace(chunk=32, overlap=8, steps=1, guidance=1.0))
+    def flat(self, frames, image, store):
+        value = int(image[0, 0, 0])
+        for f in frames:
+            yield OutputFrame(index=f.index, pts=f.pts, time_base=f.time_base, rgb=np.full_like(f.rgb, value),
+                              mask=np.full(f.rgb.shape[:2], value, np.uint8), source=f.rgb)  # fmt: skip
 
-    def propagate(self, view, options, on_progress=None, store=None):
-        value = int(view.first_frame[0, 0, 0])
-        for f in view.frames():
-            yield api.OutputFrame(index=f.index, pts=f.pts, time_base=f.time_base, rgb=np.full_like(f.rgb, value),
-                                  mask=np.full(f.rgb.shape[:2], value, np.uint8), source=f.rgb)  # fmt: skip
-
-
-def test_where_two_keyframes_segments_meet_the_runs_are_cross_faded_over_the_overlap():
+    monkeypatch.setattr(propagation._PlanRunner, "_run", flat)
+    model = GenProp.load("random-tiny", device="cpu")
     video = np.zeros((40, 8, 8, 3), np.uint8)
-    clip = Clip.from_frames(video, video[0])
-    keys = [Keyframe(5, np.full((8, 8, 3), 0, np.uint8)), Keyframe(30, np.full((8, 8, 3), 200, np.uint8))]
-    out = list(propagate_keyframes(_FlatModel(), clip, keys, PropagationOptions(task=Task.EDIT, overlap=8)))
+    clip = Clip.from_frames(video, np.full((8, 8, 3), 0, np.uint8))
+    request = keyframe_request(clip, [5, 30], [np.full((8, 8, 3), 200, np.uint8)], PropagationOptions(overlap=8))
+    out = run_frames(model, clip, request)
     values = [int(f.rgb[0, 0, 0]) for f in out]
     assert [f.index for f in out] == list(range(40))
     # boundary at 18 (frames 0..17 are nearer 5): 4 frames each side, 14..21, ramp from 0 to 200
-    ramp = [int((i + 0.5) / 8 * 200 + 0.5) for i in range(8)]
+    ramp = [int((i + 1) / 9 * 200 + 0.5) for i in range(8)]
     assert values[:14] == [0] * 14 and values[14:22] == ramp and values[22:] == [200] * 18
     assert [int(f.mask[0, 0]) for f in out][14:22] == ramp

@@ -20,7 +20,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from clips import make_clip, pattern_frame
-from genprop_cli.api import Clip, GenProp, render
+from genprop_cli.api import GenProp, OutputOptions, RunRequest, render
 from genprop_cli.cli import app
 from genprop_cli.config import PropagationOptions, Task
 from genprop_cli.errors import OutputError
@@ -51,10 +51,15 @@ def model() -> GenProp:
 OPTIONS = PropagationOptions(task=Task.REMOVE, steps=2, seed=7)
 
 
+def request(inputs: tuple[Path, Path], output: Path, options: PropagationOptions = OPTIONS, **outputs) -> RunRequest:
+    video, frame = inputs
+    return RunRequest(video=video, first_frames=(frame,), options=options, outputs=OutputOptions(output=output, **outputs))
+
+
 @pytest.fixture(scope="module")
 def reference(inputs, model, tmp_path_factory) -> np.ndarray:
     out = tmp_path_factory.mktemp("ref") / "ref.mp4"
-    render(model, Clip.open(*inputs), out, OPTIONS)
+    render(model, request(inputs, out))
     return decoded(out)
 
 
@@ -88,7 +93,7 @@ def test_resume_after_an_interruption_replays_finished_chunks_and_matches(inputs
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        render(model, Clip.open(*inputs), out, OPTIONS, on_progress=interrupt_in_chunk_3)
+        render(model, request(inputs, out), on_progress=interrupt_in_chunk_3)
     work = default_work_dir(out)
     assert not out.exists() and sorted(p.name for p in work.iterdir()) == [
         "chunk-00000.safetensors", "chunk-00001.safetensors", "manifest.json"
@@ -96,7 +101,7 @@ def test_resume_after_an_interruption_replays_finished_chunks_and_matches(inputs
     sampled = []
     original = model.pipeline.sample_chunk
     monkeypatch.setattr(model.pipeline, "sample_chunk", lambda **kw: sampled.append(1) or original(**kw))
-    result = render(model, Clip.open(*inputs), out, OPTIONS)
+    result = render(model, request(inputs, out))
     assert result.resumed_chunks == 2 and len(sampled) == 2  # chunks 3 and 4 only
     assert np.array_equal(decoded(out), reference)
     assert not work.exists()  # removed on success
@@ -104,18 +109,18 @@ def test_resume_after_an_interruption_replays_finished_chunks_and_matches(inputs
 
 def test_keep_work_and_a_changed_option_on_rerun(inputs, model, tmp_path):
     out = tmp_path / "out.mp4"
-    render(model, Clip.open(*inputs), out, OPTIONS, keep_work=True, work_dir=tmp_path / "work")
+    render(model, request(inputs, out, keep_work=True, work_dir=tmp_path / "work"))
     assert (tmp_path / "work" / "chunk-00003.safetensors").is_file()
     with pytest.raises(OutputError, match="options.seed"):
-        render(model, Clip.open(*inputs), tmp_path / "out2.mp4", PropagationOptions(task=Task.REMOVE, steps=2, seed=8),
-               work_dir=tmp_path / "work")  # fmt: skip
+        render(model, request(inputs, tmp_path / "out2.mp4", PropagationOptions(task=Task.REMOVE, steps=2, seed=8),
+                              work_dir=tmp_path / "work"))  # fmt: skip
     assert not (tmp_path / "out2.mp4").exists()
 
 
 def test_an_error_before_any_chunk_finishes_leaves_no_work_folder(inputs, model, tmp_path):
     out = tmp_path / "out.mp4"
     with pytest.raises(Exception, match="no text conditioning"):
-        render(model, Clip.open(*inputs), out, PropagationOptions(task=Task.EDIT, prompt="x"))
+        render(model, request(inputs, out, PropagationOptions(task=Task.EDIT, prompt="x")))
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 

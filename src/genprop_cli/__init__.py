@@ -17,7 +17,11 @@ _EXPORTS = {
     "RenderResult": "genprop_cli.api",
     "render": "genprop_cli.api",
     "propagate": "genprop_cli.api",
+    "RunRequest": "genprop_cli.config",
+    "RunSettings": "genprop_cli.config",
     "PropagationOptions": "genprop_cli.config",
+    "Placement": "genprop_cli.config",
+    "OutputOptions": "genprop_cli.config",
     "Task": "genprop_cli.config",
     "GenPropError": "genprop_cli.errors",
 }

@@ -1,12 +1,16 @@
 """Many clips through one loaded model, optionally split across processes and GPUs.
 
-    from genprop_cli import GenProp, PropagationOptions
+    from genprop_cli.api import GenProp, PropagationOptions
     from genprop_cli.batch import parse_jobs, run_batch
+    from genprop_cli.config import RunSettings
 
     jobs = parse_jobs("jobs.txt")                 # a jobs file, a folder or a glob of videos
     model = GenProp.load("toy")                   # loaded once, used for every job
-    summary = run_batch(model, jobs, PropagationOptions(steps=8))
+    summary = run_batch(model, jobs, RunSettings(options=PropagationOptions(steps=8)))
     summary.failed, summary.failures[0].error, summary.to_json()
+
+Every job is a `RunRequest` built from the batch's shared `RunSettings` and its own KEY=VALUE options
+(`job_request`): the same request a task command builds, so a jobs line can say anything a command line can.
 
 A job that fails (unreadable video, bad first frame, output exists, out of memory, an internal error) is
 recorded in the summary with its reason and the batch goes on; Ctrl-C still stops everything.
@@ -30,15 +34,15 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import UnionType
+from typing import TYPE_CHECKING, Any, Union, get_args, get_origin, get_type_hints
 
-from genprop_cli.config import PropagationOptions, Task
+from genprop_cli.config import FOLDER, RunRequest, RunSettings, Task, flag_of, flagged_fields
 from genprop_cli.errors import GenPropError, InputError, OptionError, OutputError
 from genprop_cli.fileio import write_text_atomic
 
 if TYPE_CHECKING:
     from genprop_cli.api import GenProp, ProgressCallback, RenderResult
-    from genprop_cli.video_io import EncoderOptions
 
 JOBS_FILE_SUFFIXES = (".txt", ".jobs", ".tsv")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
@@ -62,13 +66,37 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(f"not a boolean: {text!r}")
 
 
-# Per-job options a jobs-file line may carry as KEY=VALUE (PropagationOptions fields).
-JOB_OPTIONS: dict[str, Callable[[str], object]] = {
-    "seed": int, "steps": int, "guidance": float, "chunk": int, "overlap": int, "prompt": str, "composite": _parse_bool,
-    "preserve": _parse_bool,
-}  # fmt: skip
-# Per-job positions, as the task commands' --at/--start/--end/--splice (frames, `2.5s` or `0:02.5`).
-JOB_RANGE: dict[str, Callable[[str], object]] = {"at": str, "start": str, "end": str, "splice": _parse_bool}
+EXTRA_FRAMES = "first_frame"  # KEY of the edited frames of a job's second and later `at`, in order
+
+
+def job_keys() -> dict[str, Any]:
+    """The KEY=VALUE options a jobs line may carry: every job-level field of `RunSettings`' groups (the task
+    commands' flags of the same names), and `first_frame` (repeatable) for the images of later `at`s."""
+    keys: dict[str, Any] = {}
+    for group in RunSettings.groups().values():
+        hints = get_type_hints(group)
+        keys.update({f.name: hints[f.name] for f in flagged_fields(group) if flag_of(f).job_key})
+    keys[EXTRA_FRAMES] = tuple[Path, ...]
+    return keys
+
+
+def _value_kind(kind: Any) -> tuple[Any, bool]:
+    """(the type one VALUE parses to, whether the KEY may repeat) of a field's type hint."""
+    args = [a for a in get_args(kind) if a is not type(None)]
+    if get_origin(kind) is tuple:
+        return args[0], True
+    if args and get_origin(kind) in (Union, UnionType):
+        return args[0], False
+    return kind, False
+
+
+def parse_job_value(text: str, kind: Any, base: Path) -> object:
+    """One VALUE as its field's type; paths are relative to the jobs file's folder."""
+    if kind is bool:
+        return _parse_bool(text)
+    if kind is Path:
+        return _relative_to(base, text)
+    return kind(text)
 
 
 @dataclass(frozen=True)
@@ -79,13 +107,13 @@ class Job:
     first_frame: Path
     task: Task
     output: Path | None = None
-    overrides: tuple[tuple[str, object], ...] = ()  # per-job PropagationOptions fields, e.g. (("seed", 3),)
-    positions: tuple[tuple[str, object], ...] = ()  # per-job at/start/end/splice, e.g. (("start", "2s"),)
+    values: tuple[tuple[str, object], ...] = ()  # its own options, e.g. (("seed", 3), ("at", ("0", "2s")))
     origin: str = ""  # where it was listed, e.g. "jobs.txt:4", for messages
 
-    def options(self, base: PropagationOptions) -> PropagationOptions:
-        """The batch's options with this job's task and overrides (validated here: OptionError)."""
-        return replace(base, task=self.task, **dict(self.overrides))
+    @property
+    def first_frames(self) -> tuple[Path, ...]:
+        """Its edited frames: FIRST_FRAME, then the `first_frame=` images of its later `at`s."""
+        return (self.first_frame, *dict(self.values).get(EXTRA_FRAMES, ()))
 
 
 # --- listing jobs ----------------------------------------------------------------------------------
@@ -134,7 +162,7 @@ def parse_jobs(
 
 def resolve_output(job: Job, output_dir: Path | None = None) -> Path:
     """The job's output: its own, else the default name in `output_dir`, else beside the input."""
-    from genprop_cli.api import default_output_path
+    from genprop_cli.plan import default_output_path
 
     if job.output is not None:
         return job.output
@@ -179,24 +207,7 @@ def _read_jobs_file(path: Path, default_task: Task | None) -> list[Job]:
 
 
 def _job_from_tokens(tokens: list[str], base: Path, default_task: Task | None, origin: str) -> Job:
-    positional: list[str] = []
-    overrides: dict[str, object] = {}
-    positions: dict[str, object] = {}
-    known = JOB_OPTIONS | JOB_RANGE
-    for token in tokens:
-        match = _OPTION_TOKEN.match(token)
-        if match and Path(token).suffix.lower() not in VIDEO_SUFFIXES:
-            key, value = match.groups()
-            if key not in known:
-                raise ValueError(f"unknown job option {key!r} (known: {', '.join(known)})")
-            try:
-                (positions if key in JOB_RANGE else overrides)[key] = known[key](value)
-            except ValueError:
-                raise ValueError(f"{key}={value!r} is not a valid {key}") from None
-        elif overrides:
-            raise ValueError(f"{token!r} after a KEY=VALUE option; options come last")
-        else:
-            positional.append(token)
+    positional, values = _split_tokens(tokens, base)
     if not 2 <= len(positional) <= 4:
         raise ValueError(f"expected VIDEO FIRST_FRAME TASK [OUTPUT] [KEY=VALUE ...], got {len(positional)} field(s)")
     video, frame = positional[0], positional[1]
@@ -213,8 +224,32 @@ def _job_from_tokens(tokens: list[str], base: Path, default_task: Task | None, o
     output = _relative_to(base, positional[3]) if len(positional) > 3 else None
     return Job(
         video=_relative_to(base, video), first_frame=_relative_to(base, frame), task=task, output=output,
-        overrides=tuple(overrides.items()), positions=tuple(positions.items()), origin=origin,
+        values=tuple(values.items()), origin=origin,
     )  # fmt: skip
+
+
+def _split_tokens(tokens: list[str], base: Path) -> tuple[list[str], dict[str, object]]:
+    """A jobs line's positional fields, and its KEY=VALUE options parsed (repeatable keys as tuples)."""
+    positional: list[str] = []
+    values: dict[str, object] = {}
+    known = job_keys()
+    for token in tokens:
+        match = _OPTION_TOKEN.match(token)
+        if match and Path(token).suffix.lower() not in VIDEO_SUFFIXES:
+            key, text = match.groups()
+            if key not in known:
+                raise ValueError(f"unknown job option {key!r} (known: {', '.join(known)})")
+            kind, repeats = _value_kind(known[key])
+            try:
+                value = parse_job_value(text, kind, base)
+            except ValueError:
+                raise ValueError(f"{key}={text!r} is not a valid {key}") from None
+            values[key] = (*values.get(key, ()), value) if repeats else value
+        elif values:
+            raise ValueError(f"{token!r} after a KEY=VALUE option; options come last")
+        else:
+            positional.append(token)
+    return positional, values
 
 
 def _relative_to(base: Path, text: str) -> Path:
@@ -438,12 +473,10 @@ StartCallback = Callable[[int, Job], None]
 def run_batch(
     model: GenProp | None,
     jobs: Sequence[Job],
-    options: PropagationOptions | None = None,
+    settings: RunSettings = RunSettings(),
     *,
     output_dir: Path | str | None = None,
-    overwrite: bool = False,
     skip_existing: bool = False,
-    encoder: EncoderOptions | None = None,
     world: World | None = None,
     on_start: StartCallback | None = None,
     on_job: JobCallback | None = None,
@@ -451,15 +484,13 @@ def run_batch(
 ) -> BatchSummary:
     """Runs this process's share of `jobs` (i % world_size == rank) with an already loaded `model`.
 
-    `options` apply to every job (its task and KEY=VALUE overrides replace theirs). Per-job exceptions are
-    recorded, not raised; KeyboardInterrupt and SystemExit are. `model` may be None only when this process
-    has no jobs. Two jobs writing the same output: the later one fails.
+    `settings` apply to every job (its task and KEY=VALUE options change its own; `job_request`). Per-job
+    exceptions are recorded, not raised; KeyboardInterrupt and SystemExit are. `model` may be None only
+    when this process has no jobs. Two jobs writing the same output: the later one fails.
     """
-    if overwrite and skip_existing:
+    if settings.outputs.overwrite and skip_existing:
         raise OptionError("--overwrite and --skip-existing contradict each other")
-    from genprop_cli.video_io import EncoderOptions
-
-    options, encoder, world = options or PropagationOptions(), encoder or EncoderOptions(), world or World()
+    world = world or World()
     out_dir = Path(output_dir) if output_dir is not None else None
     started = time.perf_counter()
     outputs = [resolve_output(job, out_dir) for job in jobs]
@@ -468,13 +499,11 @@ def run_batch(
         first_writer.setdefault(os.path.abspath(output), index)
     results: list[JobResult] = []
     for index in world.shard(len(jobs)):
-        job, output = jobs[index], outputs[index]
         if on_start is not None:
-            on_start(index, job)
-        clash = first_writer[os.path.abspath(output)]
-        result = _run_one(model, job, output, options, index=index, clash=clash if clash != index else None,
-                          overwrite=overwrite, skip_existing=skip_existing, encoder=encoder, on_progress=on_progress,
-                          rank=world.rank)  # fmt: skip
+            on_start(index, jobs[index])
+        clash = first_writer[os.path.abspath(outputs[index])]
+        result = _run_one(model, jobs[index], outputs[index], settings, index=index, clash=clash if clash != index else None,
+                          skip_existing=skip_existing, on_progress=on_progress, rank=world.rank)  # fmt: skip
         results.append(result)
         if on_job is not None:
             on_job(result)
@@ -488,13 +517,11 @@ def _run_one(
     model: GenProp | None,
     job: Job,
     output: Path,
-    options: PropagationOptions,
+    settings: RunSettings,
     *,
     index: int,
     clash: int | None,
-    overwrite: bool,
     skip_existing: bool,
-    encoder: EncoderOptions,
     on_progress: ProgressCallback | None,
     rank: int,
 ) -> JobResult:
@@ -511,7 +538,7 @@ def _run_one(
             return result
         if model is None:
             raise ValueError("run_batch needs a loaded model for this process's jobs")
-        rendered = render_job(model, job, output, options, overwrite=overwrite, encoder=encoder, on_progress=on_progress)
+        rendered = render_job(model, job_request(job, settings, output), on_progress=on_progress)
         result.frames, result.warnings = rendered.frames, list(rendered.warnings)
     except Exception as exc:  # noqa: BLE001 - one job's failure is recorded; KeyboardInterrupt is not an Exception
         result.status, result.exception = FAILED, exc
@@ -526,33 +553,37 @@ def _run_one(
     return result
 
 
-def render_job(
-    model: GenProp,
-    job: Job,
-    output: Path,
-    options: PropagationOptions,
-    *,
-    overwrite: bool = False,
-    encoder: EncoderOptions | None = None,
-    on_progress: ProgressCallback | None = None,
-) -> RenderResult:
-    """One job as `genprop <task>` would run it (track also writes its masks beside the output)."""
-    from genprop_cli import api
-    from genprop_cli.video_io import EncoderOptions, check_output_path
+def job_request(job: Job, settings: RunSettings, output: Path | None = None) -> RunRequest:
+    """The run request of one job: the batch's settings changed by the job's task, output and KEY=VALUE
+    options. A path option the batch command line gives for every job (--masks, --preview, --work-dir)
+    names a folder that receives each job's under its default name; a jobs line's names the path itself."""
+    from genprop_cli.plan import DEFAULT_PATHS
 
-    job_options = job.options(options)
-    check_output_path(output, input_path=job.video, overwrite=overwrite)
-    masks = api.default_masks_dir(output) if job.task is Task.TRACK else None
-    if masks is not None:
-        api.check_masks_dir(masks, overwrite=overwrite)
-    clip = api.Clip.open(job.video, job.first_frame)
-    where = dict(job.positions)
-    at = [str(where["at"])] if "at" in where else []
-    keyframes, start, stop = api.place_edits(clip, at, where.get("start"), where.get("end"))
-    return api.render(
-        model, clip, output, job_options, overwrite=overwrite, masks=masks, encoder=encoder or EncoderOptions(),
-        on_progress=on_progress, keyframes=keyframes, start=start, stop=stop, splice=bool(where.get("splice")),
-    )  # fmt: skip
+    output = output or resolve_output(job)
+    values = {k: v for k, v in job.values if k != EXTRA_FRAMES}
+    values.update(task=job.task, output=output)
+    for f in flagged_fields(type(settings.outputs)):
+        folder = getattr(settings.outputs, f.name)
+        if flag_of(f).batch == FOLDER and f.name not in values and folder is not None:
+            values[f.name] = Path(folder) / DEFAULT_PATHS[f.name](output).name
+    return RunRequest.build(job.video, job.first_frames, settings, values)
+
+
+def check_jobs(jobs: Sequence[Job], settings: RunSettings) -> None:
+    """Builds every job's request before anything is loaded: a bad option on a jobs line stops the batch,
+    naming the line."""
+    for job in jobs:
+        try:
+            job_request(job, settings)
+        except OptionError as exc:
+            raise JobsError(f"{job.origin}: {exc}") from None
+
+
+def render_job(model: GenProp, request: RunRequest, *, on_progress: ProgressCallback | None = None) -> RenderResult:
+    """One job as `genprop <task>` would run it (track also writes its masks beside the output)."""
+    from genprop_cli.render import render
+
+    return render(model, request, on_progress=on_progress)
 
 
 def _release_host_memory() -> None:

@@ -21,7 +21,8 @@ import av
 import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
-from genprop_cli.errors import FrameSizeError, OptionError, OutputError, VideoReadError
+from genprop_cli.config import EncoderOptions, InputLimits
+from genprop_cli.errors import OutputError, VideoReadError
 from genprop_cli.fileio import fsync_path, partial_owner, partial_path
 
 __all__ = [
@@ -118,24 +119,6 @@ class VideoFrame:
     def time_s(self) -> float:
         """Presentation time in seconds."""
         return float(self.pts * self.time_base)
-
-
-# yuv420p plays everywhere; 4:2:2 and 4:4:4 keep more colour, and 4:4:4 an odd frame size exactly.
-PIX_FMTS = ("yuv420p", "yuv422p", "yuv444p")
-
-
-@dataclass(frozen=True)
-class EncoderOptions:
-    """Video encoder settings; crf/preset apply to libx264 and libx265."""
-
-    codec: str = "libx264"
-    crf: int = 18
-    preset: str = "veryfast"
-    pix_fmt: str = "yuv420p"
-
-    def __post_init__(self) -> None:
-        if self.pix_fmt not in PIX_FMTS:
-            raise OptionError(f"--pix-fmt must be one of {', '.join(PIX_FMTS)}, got {self.pix_fmt!r}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -282,29 +265,6 @@ def _duration_s(container: av.container.InputContainer, stream: av.video.stream.
     if container.duration:
         return container.duration / av.time_base
     return 0.0
-
-
-@dataclass(frozen=True)
-class InputLimits:
-    """Safety limits on what is decoded at all, checked from the container before any frame is decoded."""
-
-    max_pixels: int = 8192 * 8192  # width x height of one frame (8K UHD is 33 Mpx)
-    max_frames: int = 100_000  # about 70 minutes at 24 fps
-
-    def check_size(self, path: Path, width: int, height: int) -> None:
-        if width * height > self.max_pixels:
-            raise FrameSizeError(
-                f"{path} declares {width}x{height} frames ({_pixels(width * height)}); the limit is "
-                f"{_pixels(self.max_pixels)} (raise it with --max-pixels)"
-            )
-
-    def check_frames(self, path: Path, frames: int) -> None:
-        if frames > self.max_frames:
-            raise VideoReadError(f"{path} has {frames} frames; the limit is {self.max_frames} (raise it with --max-frames)")
-
-
-def _pixels(count: int) -> str:
-    return f"{count / 1e6:.1f} Mpx" if count >= 100_000 else f"{count} px"
 
 
 def probe_video(path: Path, limits: InputLimits = InputLimits()) -> VideoInfo:
@@ -694,6 +654,10 @@ class VideoWriter:
         check_output_path(self.path, input_path=source.path, overwrite=overwrite)
         self._source = source
         self._overwrite = overwrite
+        if encoder.pix_fmt == "auto":  # TEMPORARY until the chroma-follows-input change lands
+            import dataclasses
+
+            encoder = dataclasses.replace(encoder, pix_fmt="yuv420p")
         self._encoder = encoder
         self._time_base = source.time_base or _DEFAULT_TIME_BASE
         self._coded_width, self._coded_height = self._coded_size(encoder.pix_fmt)

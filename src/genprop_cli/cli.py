@@ -319,9 +319,9 @@ def _make_task_command(task: Task):
         preset: Annotated[str, typer.Option(help="libx264 preset.")] = "veryfast",
         pix_fmt: Annotated[
             str,
-            typer.Option(help="Output chroma: yuv420p (plays everywhere; odd sizes padded by 1 px), yuv422p, or "
-                              "yuv444p (exact odd sizes, fewer players)."),
-        ] = "yuv420p",
+            typer.Option(help="auto (follow the input: 4:4:4 and 4:2:2 kept, else yuv420p), yuv420p, yuv422p or "
+                              "yuv444p"),
+        ] = "auto",
         json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More detail; tracebacks for internal errors.")] = False,

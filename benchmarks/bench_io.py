@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -47,6 +48,7 @@ from genprop_cli.video_io import (
     VideoWriter,
     _host_has_avx512,
     iter_frames,
+    output_pix_fmt,
     probe_video,
 )
 
@@ -162,6 +164,8 @@ def main() -> None:
         make_clip(ffmpeg, src, args.seconds, args.size, args.fps, args.preset, args.crf)
         info = probe_video(src)
         frames = info.num_frames
+        # What the writer makes of --pix-fmt auto for this clip, spelled out for ffmpeg (yuv420p here).
+        encoder = replace(encoder, pix_fmt=output_pix_fmt(encoder.pix_fmt, info))
         ours_out, ff_out = tmp_path / "ours.mp4", tmp_path / "ffmpeg.mp4"
         ff_cmd = ffmpeg_transcode_cmd(ffmpeg, src, ff_out, encoder, args.ffmpeg_x264_params)
         ff_dec = ffmpeg_decode_cmd(ffmpeg, src)

@@ -89,12 +89,14 @@ def _encode_tone(container: av.container.OutputContainer, stream: av.audio.strea
 def make_clip(path: Path, *, width: int = 96, height: int = 64, frames: int = 40, fps: int = 24,
               audio: str | None = "aac", languages: Sequence[str | None] = (None,), vfr: bool = False,
               rotation: int = 0, codec: str = "libx264", audio_rate: int = 48000, channels: int = 2,
-              title: str | None = None, faststart: bool = True, audio_delay_s: float = 0.0) -> Path:
+              title: str | None = None, faststart: bool = True, audio_delay_s: float = 0.0,
+              pix_fmt: str | None = None) -> Path:
     """Write a clip whose container follows the suffix; one audio stream per entry of ``languages``.
 
     ``vfr`` gives uneven frame steps (time base 1/1000); ``rotation`` stores a display matrix
     (counter-clockwise degrees, like ``ffmpeg -display_rotation``); the tone starts ``audio_delay_s``
-    after the first frame.
+    after the first frame; ``pix_fmt`` is the encoder's pixel format (default: yuv420p, or yuv444p for an
+    odd size).
     """
     path = Path(path)
     options = {"movflags": "+faststart"} if faststart and path.suffix in (".mp4", ".mov") else {}
@@ -105,7 +107,7 @@ def make_clip(path: Path, *, width: int = 96, height: int = 64, frames: int = 40
         video = container.add_stream(codec, rate=fps)
         # 4:2:0 needs even sizes; odd-sized test sources use 4:4:4.
         video.width, video.height = width, height
-        video.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+        video.pix_fmt = pix_fmt or ("yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p")
         video.codec_context.time_base = Fraction(1, 1000) if vfr else Fraction(1, fps)
         video.options = {"preset": "ultrafast", "crf": "12"} if codec == "libx264" else {}
         if rotation:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import inspect
 import itertools
-import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from genprop_cli.video_io import (
     VideoWriter,
     check_output_path,
     iter_frames,
+    output_pix_fmt,
     probe_video,
 )
 
@@ -69,6 +69,13 @@ def partial_files(folder: Path) -> list[Path]:
     return [path for path in folder.iterdir() if ".partial-" in path.name]
 
 
+def coded_video(path: Path) -> tuple[str, int, int]:
+    """(pix_fmt, width, height) of the file's video stream, as its decoder reports them."""
+    with av.open(str(path)) as container:
+        context = container.streams.video[0].codec_context
+        return context.pix_fmt, context.width, context.height
+
+
 def stream_types(path: Path) -> list[str]:
     with av.open(str(path)) as container:
         return [stream.type for stream in container.streams]
@@ -85,7 +92,7 @@ def test_probe_describes_the_clip(clip_factory):
     assert info.num_frames == 40
     assert info.average_rate == Fraction(24) and info.fps == 24.0
     assert info.duration_s == pytest.approx(40 / 24, abs=1 / 24)
-    assert info.codec == "h264"
+    assert info.codec == "h264" and info.pix_fmt == "yuv420p"
     assert info.time_base > 0
     assert info.audio == (AudioStreamInfo(index=1, codec="aac", channels=2, sample_rate=48000, language=None),)
 
@@ -266,12 +273,15 @@ def test_rotated_source_is_written_upright_without_rotation_metadata(clip_factor
 
 
 def test_odd_size_is_padded_by_edge_replication(clip_factory, tmp_path):
-    source = clip_factory("odd.mkv", width=65, height=49, frames=8, audio=None)
+    # An odd-sized 4:2:0 input (FFV1 stores one; x264 cannot) stays 4:2:0 by default, padded to even.
+    source = clip_factory("odd.mkv", width=65, height=49, frames=8, audio=None, codec="ffv1", pix_fmt="yuv420p")
+    assert probe_video(source).pix_fmt == "yuv420p"
     output = tmp_path / "out.mp4"
     writer = reencode(source, output)
     assert writer.warnings == ["padded 65x49 to 66x50 for yuv420p (--pix-fmt yuv444p keeps the exact size)"]
     info = probe_video(output)
     assert (info.width, info.height, info.num_frames) == (66, 50, 8)
+    assert coded_video(output) == ("yuv420p", 66, 50)
     written, original = frames_rgb(output), frames_rgb(source)
     assert mean_abs_diff(written[:, :49, :65], original) < 3
     assert mean_abs_diff(written[:, :49, 65], original[:, :, 64]) < 6  # replicated last column
@@ -288,10 +298,59 @@ def test_yuv444p_keeps_an_odd_size_exactly(clip_factory, tmp_path):
     assert mean_abs_diff(frames_rgb(output), frames_rgb(source)) < 3
 
 
+# x264 at 4:4:4 decodes as yuv444p; libx264rgb (H.264 in RGB) as gbrp.
+@pytest.mark.parametrize(("codec", "pix_fmt", "probed"),
+                         [("libx264", "yuv444p", "yuv444p"), ("libx264rgb", "rgb24", "gbrp")])
+def test_auto_keeps_an_odd_4_4_4_input_exact_and_4_4_4(clip_factory, tmp_path, codec, pix_fmt, probed):
+    source = clip_factory("odd.mkv", width=65, height=49, frames=6, audio=None, codec=codec, pix_fmt=pix_fmt)
+    assert probe_video(source).pix_fmt == probed
+    output = tmp_path / "out.mp4"
+    writer = reencode(source, output)  # the default: --pix-fmt auto
+    assert EncoderOptions().pix_fmt == "auto" and writer.warnings == []
+    assert coded_video(output) == ("yuv444p", 65, 49)
+    assert mean_abs_diff(frames_rgb(output), frames_rgb(source)) < 3
+
+
+def test_auto_keeps_a_4_2_2_input_4_2_2(clip_factory, tmp_path):
+    # 4:2:2 halves chroma across only: an odd height needs no padding either.
+    source = clip_factory("in.mkv", width=64, height=49, frames=6, audio=None, pix_fmt="yuv422p")
+    assert probe_video(source).pix_fmt == "yuv422p"
+    output = tmp_path / "out.mp4"
+    writer = reencode(source, output)
+    assert writer.warnings == []
+    assert coded_video(output) == ("yuv422p", 64, 49)
+    assert mean_abs_diff(frames_rgb(output), frames_rgb(source)) < 3
+
+
+def test_explicit_yuv420p_turns_a_4_4_4_input_into_padded_4_2_0(clip_factory, tmp_path):
+    source = clip_factory("odd.mkv", width=65, height=49, frames=6, audio=None)  # yuv444p
+    output = tmp_path / "out.mp4"
+    writer = reencode(source, output, encoder=EncoderOptions(pix_fmt="yuv420p"))
+    assert writer.warnings == ["padded 65x49 to 66x50 for yuv420p (--pix-fmt yuv444p keeps the exact size)"]
+    assert coded_video(output) == ("yuv420p", 66, 50)
+    assert mean_abs_diff(frames_rgb(output)[:, :49, :65], frames_rgb(source)) < 3
+
+
+@pytest.mark.parametrize(("source", "written"), [
+    ("yuv444p", "yuv444p"), ("yuvj444p", "yuv444p"), ("yuv444p10le", "yuv444p"), ("yuva444p", "yuv444p"),
+    ("nv24", "yuv444p"), ("gbrp", "yuv444p"), ("gbrp10le", "yuv444p"), ("rgb24", "yuv444p"), ("bgra", "yuv444p"),
+    ("pal8", "yuv444p"), ("yuv422p", "yuv422p"), ("yuvj422p", "yuv422p"), ("yuv422p10le", "yuv422p"),
+    ("uyvy422", "yuv422p"), ("yuv420p", "yuv420p"), ("yuvj420p", "yuv420p"), ("yuv420p10le", "yuv420p"),
+    ("nv12", "yuv420p"), ("yuv411p", "yuv420p"), ("yuv440p", "yuv420p"), ("gray", "yuv420p"),
+    ("bayer_rggb8", "yuv420p"), ("no-such-format", "yuv420p"), (None, "yuv420p"),
+])  # fmt: skip
+def test_auto_follows_the_input_chroma(tmp_path, source, written):
+    info = VideoInfo(path=tmp_path / "x.mkv", width=4, height=4, rotation=0, num_frames=1, time_base=Fraction(1, 25),
+                     average_rate=Fraction(25), duration_s=0.04, codec="x", audio=(), pix_fmt=source)
+    assert output_pix_fmt("auto", info) == written
+    for explicit in ("yuv420p", "yuv422p", "yuv444p"):
+        assert output_pix_fmt(explicit, info) == explicit
+
+
 def test_only_the_supported_pixel_formats_are_accepted():
     for pix_fmt in PIX_FMTS:
         assert EncoderOptions(pix_fmt=pix_fmt).pix_fmt == pix_fmt
-    with pytest.raises(OptionError, match="--pix-fmt must be one of yuv420p, yuv422p, yuv444p"):
+    with pytest.raises(OptionError, match="--pix-fmt must be one of auto, yuv420p, yuv422p, yuv444p, got 'rgb24'"):
         EncoderOptions(pix_fmt="rgb24")
 
 

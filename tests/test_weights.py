@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 from genprop_cli import weights
+from genprop_cli.weights import integrity, locations
 from hubcache import add_to_hf_cache
 from genprop_cli.errors import (
     AdapterUnavailableError,
@@ -191,7 +192,7 @@ def test_svd_xt_adapter_is_unpublished_and_refused_before_any_download() -> None
 
 
 def test_registry_path_prefers_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    packaged = Path(weights.__file__).with_name("weights.toml")
+    packaged = Path(weights.__file__).parents[1] / "weights.toml"  # genprop_cli/weights.toml in a wheel
     assert weights.registry_path() == (packaged if packaged.is_file() else ROOT / "weights.toml")
     monkeypatch.setenv("GENPROP_REGISTRY", str(tmp_path / "mine.toml"))
     assert weights.registry_path() == tmp_path / "mine.toml"
@@ -221,7 +222,7 @@ def test_hub_variant_resolves_from_cache_offline(hub_setup, monkeypatch: pytest.
     assert weights.variant_status(reg.get("hubby"))["backbone"] == "present"
     assert weights.variant_status(reg.get("hubby"))["adapter"] == "present"
     # Hashed once; the next run only stats the files.
-    monkeypatch.setattr(weights, "sha256_file", lambda p: pytest.fail(f"re-hashed {p}"))
+    monkeypatch.setattr(integrity, "sha256_file", lambda p: pytest.fail(f"re-hashed {p}"))
     assert weights.resolve_variant("hubby", registry=reg) == resolved
 
 
@@ -295,13 +296,13 @@ def test_fresh_download_is_trusted_by_blob_name(
     toml = variant_toml("v", f"hf://{REPO}@{COMMIT}", files, body)
     reg = weights.load_registry(registry_file(tmp_path, toml, default="v"))
     real_hash = weights.sha256_file
-    monkeypatch.setattr(weights, "sha256_file", lambda p: pytest.fail(f"hashed {p}"))
+    monkeypatch.setattr(integrity, "sha256_file", lambda p: pytest.fail(f"hashed {p}"))
     resolved = weights.download_variant("v", registry=reg)
     assert calls == [f"snapshot {REPO}", f"file {ADAPTER_REPO}/a.safetensors"]
     assert resolved.adapter_sha256 == sha(adapter)
     weights.resolve_variant("v", registry=reg, offline=True)  # cached now: no download, no hashing
     assert len(calls) == 2
-    monkeypatch.setattr(weights, "sha256_file", real_hash)
+    monkeypatch.setattr(integrity, "sha256_file", real_hash)
     blob_of(resolved.backbone_dir, WEIGHT_FILES[0]).write_bytes(tensor_bytes(tmp_path, 9.0))
     with pytest.raises(ChecksumMismatchError, match=WEIGHT_FILES[0]):
         weights.resolve_variant("v", registry=reg, offline=True)
@@ -409,7 +410,7 @@ def test_hashes_are_cached_between_runs(local_setup, monkeypatch: pytest.MonkeyP
     reg, *_ = local_setup
     calls: list[Path] = []
     real = weights.sha256_file
-    monkeypatch.setattr(weights, "sha256_file", lambda p: calls.append(p) or real(p))
+    monkeypatch.setattr(integrity, "sha256_file", lambda p: calls.append(p) or real(p))
     weights.resolve_variant("local", registry=reg)
     first = len(calls)
     weights.resolve_variant("local", registry=reg)
@@ -422,7 +423,7 @@ def test_package_variant_resolves(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     write_tree(assets / "tiny" / "backbone", files)
     adapter = tensor_bytes(tmp_path, 2.0)
     (assets / "tiny" / "adapter.safetensors").write_bytes(adapter)
-    monkeypatch.setattr(weights, "assets_dir", lambda: assets)
+    monkeypatch.setattr(locations, "assets_dir", lambda: assets)
     body = f'source = "package:tiny/adapter.safetensors"\nsha256 = "{sha(adapter)}"\n'
     toml = variant_toml("p", "package:tiny/backbone", files, body)
     reg = weights.load_registry(registry_file(tmp_path, toml, default="p"))

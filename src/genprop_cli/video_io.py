@@ -89,6 +89,9 @@ class VideoInfo:
     # Presentation time of each frame in seconds from the first, in order; empty when the stream has no
     # timestamps (raw elementary streams), where positions fall back to the average rate.
     frame_times: tuple[float, ...] = ()
+    # The decoder's pixel format ("yuv420p", "yuv444p10le", "gbrp", ...): what `--pix-fmt auto` follows.
+    # None where unknown (frames given from memory).
+    pix_fmt: str | None = None
 
     def frame_at(self, seconds: float) -> int:
         """Index of the frame shown `seconds` after the first one: exact on variable frame rate clips."""
@@ -300,6 +303,7 @@ def probe_video(path: Path, limits: InputLimits = InputLimits()) -> VideoInfo:
             codec=_codec_name(stream),
             audio=_audio_infos(container),
             frame_times=_frame_times(scan, time_base),
+            pix_fmt=frame.format.name,
         )
 
 
@@ -609,6 +613,35 @@ def _chroma_subsampling(pix_fmt: str) -> tuple[bool, bool]:
     return components[1].width < 2, components[1].height < 2
 
 
+# What `--pix-fmt auto` writes for an input whose chroma samples are this many luma pixels apart
+# (across, down); any other spacing (4:2:0, 4:1:1, 4:4:0) or no chroma at all gets yuv420p.
+_KEPT_CHROMA = {(1, 1): "yuv444p", (2, 1): "yuv422p"}
+
+
+def output_pix_fmt(requested: str, source: VideoInfo) -> str:
+    """The pixel format written for `--pix-fmt requested`: itself, or for "auto" the input's chroma where it
+    is finer than 4:2:0 (4:4:4 and RGB -> yuv444p, 4:2:2 -> yuv422p), else yuv420p (also for frames from
+    memory and unknown formats)."""
+    if requested != "auto":
+        return requested
+    return _KEPT_CHROMA.get(_chroma_spacing(source.pix_fmt), "yuv420p")
+
+
+def _chroma_spacing(pix_fmt: str | None) -> tuple[int, int] | None:
+    """Luma pixels per chroma sample across and down: (1, 1) 4:4:4 or RGB, (2, 1) 4:2:2, (2, 2) 4:2:0;
+    None for grey, Bayer mosaics and names FFmpeg does not know. A palette gives each pixel its own colour."""
+    try:
+        fmt = av.VideoFormat(pix_fmt or "", 16, 16)
+    except ValueError:
+        return None
+    if fmt.has_palette:
+        return 1, 1
+    if fmt.is_bayer or len(fmt.components) < 3:
+        return None
+    chroma = fmt.components[1]
+    return 16 // max(chroma.width, 1), 16 // max(chroma.height, 1)
+
+
 def _pad_to(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
     """Grow the frame to (height, width) by repeating its last row/column."""
     pad_h, pad_w = height - rgb.shape[0], width - rgb.shape[1]
@@ -630,9 +663,10 @@ class VideoWriter:
     matrix in TV range, and the stream is tagged BT.709 so players do not guess. Each frame keeps the pts
     the caller gives (the encoder runs in the source's time base), so variable frame rate survives.
 
-    Odd sizes: 4:2:0 needs even dimensions. Rather than cropping away a row/column of the edit or
-    resampling the whole frame, an odd width/height is padded by one replicated edge pixel (e.g.
-    321x241 -> 322x242) and a note is added to ``warnings``.
+    Chroma: ``encoder.pix_fmt``, or with "auto" the input's where it is 4:4:4 or 4:2:2, else yuv420p
+    (:func:`output_pix_fmt`). Odd sizes: 4:2:0 needs even dimensions (4:2:2 an even width). Rather than
+    cropping away a row/column of the edit or resampling the whole frame, an odd width/height is padded
+    by one replicated edge pixel (e.g. 321x241 -> 322x242) and a note is added to ``warnings``.
 
     Audio: every source audio stream is stream-copied when the container plays it well, else transcoded
     to AAC; subtitle/data streams are dropped with a note. Use as a context manager: an exception
@@ -654,13 +688,10 @@ class VideoWriter:
         check_output_path(self.path, input_path=source.path, overwrite=overwrite)
         self._source = source
         self._overwrite = overwrite
-        if encoder.pix_fmt == "auto":  # TEMPORARY until the chroma-follows-input change lands
-            import dataclasses
-
-            encoder = dataclasses.replace(encoder, pix_fmt="yuv420p")
         self._encoder = encoder
         self._time_base = source.time_base or _DEFAULT_TIME_BASE
-        self._coded_width, self._coded_height = self._coded_size(encoder.pix_fmt)
+        self._pix_fmt = output_pix_fmt(encoder.pix_fmt, source)
+        self._coded_width, self._coded_height = self._coded_size(self._pix_fmt)
         self._frames_written = 0
         self._last_pts: int | None = None
         self._frame_step: int | None = None
@@ -742,7 +773,7 @@ class VideoWriter:
         encoder = self._encoder
         stream = self._output.add_stream(encoder.codec, rate=self._source.average_rate or None)
         stream.width, stream.height = self._coded_width, self._coded_height
-        stream.pix_fmt = encoder.pix_fmt
+        stream.pix_fmt = self._pix_fmt
         # The encoder must run in the source's time base: with the default 1/rate, source pts of a VFR
         # clip are rejected ("Invalid argument", error 22) and frame times would be rounded.
         stream.codec_context.time_base = self._time_base
@@ -781,7 +812,7 @@ class VideoWriter:
         frame_pts = self._monotonic_pts(source_pts - self._offset)
         staging, pixels = self._staging or self._new_staging()
         pixels[...] = _pad_to(rgb, self._coded_height, self._coded_width)
-        frame = self._to_pix_fmt.reformat(staging, format=self._encoder.pix_fmt, dst_colorspace="ITU709",
+        frame = self._to_pix_fmt.reformat(staging, format=self._pix_fmt, dst_colorspace="ITU709",
                                           dst_color_range="MPEG", interpolation=_CHROMA_FILTER)
         # An rgb24 encoder gets the staging frame itself, and may keep a reference to it: never reuse it then.
         self._staging = None if frame is staging else (staging, pixels)

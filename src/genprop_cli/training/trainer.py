@@ -315,8 +315,26 @@ class TrainResult:
         return f"skipped {count} unusable dataset item{'s' * (count != 1)} (see {Path(self.output) / SUMMARY_FILE})"
 
 
-def train(config: TrainConfig, *, on_log: Callable[[StepLog], None] | None = None) -> TrainResult:
-    """Runs (or resumes) a training run; returns its summary (also written to <output>/summary.json)."""
+@dataclass
+class _Session:
+    """What one training run holds while it steps: the prepared model and optimizer, the data and the EMA."""
+
+    accelerator: Any
+    config: TrainConfig
+    output: Path
+    stream: PairStream
+    pipe: Any
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    params: list[torch.nn.Parameter]
+    ema: EMA | None
+    objective: Any
+
+
+def _start(config: TrainConfig) -> tuple[_Session, int]:
+    """Sets up Accelerate, the data, the frozen backbone with its adapter and the optimizer; resumes from the
+    latest checkpoint. Returns the session and the step to continue from."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -342,11 +360,10 @@ def train(config: TrainConfig, *, on_log: Callable[[StepLog], None] | None = Non
     pipe = _load_pipeline(config, accelerator.device)
     _store_frozen_in(pipe, config.mixed_precision)
     denoiser = pipe.denoiser
-    adapter = denoiser.adapter
-    adapter.train()
+    denoiser.adapter.train()
     if config.gradient_checkpointing:
         _enable_checkpointing(denoiser)
-    params = [p for p in adapter.parameters() if p.requires_grad]
+    params = [p for p in denoiser.adapter.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config.warmup_steps))
     model, optimizer, scheduler = accelerator.prepare(denoiser, optimizer, scheduler)
@@ -354,38 +371,52 @@ def train(config: TrainConfig, *, on_log: Callable[[StepLog], None] | None = Non
     ema = EMA(params, config.ema_decay) if config.ema_decay else None
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
-
     start = _resume(accelerator, config, output)
-    objective = objective_for(pipe, config.noise)
+    session = _Session(accelerator, config, output, stream, pipe, model, optimizer, scheduler, params, ema,
+                       objective_for(pipe, config.noise))  # fmt: skip
+    return session, start
+
+
+def _step(s: _Session, step: int) -> dict[str, float]:
+    """One optimizer step (its micro-batches accumulated); returns its loss terms, averaged for the log."""
+    accelerator, config = s.accelerator, s.config
+    micro_terms, names = [], []
+    for micro in range(config.grad_accum):
+        with accelerator.accumulate(s.model):
+            generator = torch.Generator(device=accelerator.device)
+            generator.manual_seed(_seed_of(config.seed, step, micro, accelerator.process_index))
+            pairs = s.stream.pairs(step, micro, accelerator.process_index, config.batch_size)
+            batch = s.objective.encode(pairs, generator)
+            with accelerator.autocast():
+                terms = s.objective.loss(s.model, batch, config.loss, generator)
+            accelerator.backward(terms.total)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(s.params, config.max_grad_norm)
+            s.optimizer.step()  # Accelerate skips it until the last micro-batch of the step
+            if accelerator.sync_gradients and not s.optimizer.step_was_skipped:
+                s.scheduler.step()  # once per optimizer step, however many processes
+            s.optimizer.zero_grad(set_to_none=True)
+        names = list(vars(terms))
+        micro_terms.append(torch.stack([v.detach().float() for v in vars(terms).values()]))
+    if s.ema is not None:
+        s.ema.update()
+    return _gathered_terms(accelerator, names, micro_terms)
+
+
+def train(config: TrainConfig, *, on_log: Callable[[StepLog], None] | None = None) -> TrainResult:
+    """Runs (or resumes) a training run; returns its summary (also written to <output>/summary.json)."""
+    s, start = _start(config)
+    config, accelerator, output = s.config, s.accelerator, s.output
     history: list[dict[str, float]] = []
     started = time.perf_counter()
     for step in range(start, config.steps):
-        micro_terms = []
-        for micro in range(config.grad_accum):
-            with accelerator.accumulate(model):
-                generator = torch.Generator(device=accelerator.device)
-                generator.manual_seed(_seed_of(config.seed, step, micro, accelerator.process_index))
-                pairs = stream.pairs(step, micro, accelerator.process_index, config.batch_size)
-                batch = objective.encode(pairs, generator)
-                with accelerator.autocast():
-                    terms = objective.loss(model, batch, config.loss, generator)
-                accelerator.backward(terms.total)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(params, config.max_grad_norm)
-                optimizer.step()  # Accelerate skips it until the last micro-batch of the step
-                if accelerator.sync_gradients and not optimizer.step_was_skipped:
-                    scheduler.step()  # once per optimizer step, however many processes
-                optimizer.zero_grad(set_to_none=True)
-            micro_terms.append(torch.stack([v.detach().float() for v in vars(terms).values()]))
-        if ema is not None:
-            ema.update()
-        history.append(_gathered_terms(accelerator, list(vars(terms)), micro_terms))
+        history.append(_step(s, step))
         done = step + 1
         rate = (done - start) / max(time.perf_counter() - started, 1e-9)
         if accelerator.is_main_process:
-            _append_log(output, {"step": done, **history[-1], "lr": scheduler.get_last_lr()[0]})
+            _append_log(output, {"step": done, **history[-1], "lr": s.scheduler.get_last_lr()[0]})
             if on_log is not None and (done % config.log_every == 0 or done == config.steps):
-                on_log(StepLog(done, config.steps, history[-1], scheduler.get_last_lr()[0], rate))
+                on_log(StepLog(done, config.steps, history[-1], s.scheduler.get_last_lr()[0], rate))
         if done % config.save_every == 0 or done == config.steps:
             _save_checkpoint(accelerator, config, output, done)
             if accelerator.is_main_process:
@@ -394,25 +425,26 @@ def train(config: TrainConfig, *, on_log: Callable[[StepLog], None] | None = Non
     accelerator.wait_for_everyone()
     adapter_path = output / ADAPTER_FILE
     if accelerator.is_main_process:
-        _export(accelerator.unwrap_model(model).adapter, ema, params, adapter_path)
-    result = TrainResult(
-        output=str(output),
-        adapter=str(adapter_path),
-        steps=config.steps,
-        resumed_from=start,
-        processes=accelerator.num_processes,
-        final_terms=history[-1] if history else {},
-        mean_terms_last_10={k: float(np.mean([h[k] for h in history[-10:]])) for k in (history[-1] if history else {})},
-        steps_per_s=(config.steps - start) / max(time.perf_counter() - started, 1e-9),
-        peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        peak_cuda_mib=torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
-        dataset=stream.dataset.report.to_dict(),
-        failed_draws=stream.failed_draws,
-    )
+        _export(accelerator.unwrap_model(s.model).adapter, s.ema, s.params, adapter_path)
+    result = _summary(s, history, start, started, adapter_path)
     if accelerator.is_main_process:
         (output / SUMMARY_FILE).write_text(result.to_json())
     accelerator.end_training()
     return result
+
+
+def _summary(s: _Session, history: list[dict[str, float]], start: int, started: float, adapter_path: Path) -> TrainResult:
+    config = s.config
+    last = history[-1] if history else {}
+    return TrainResult(
+        output=str(s.output), adapter=str(adapter_path), steps=config.steps, resumed_from=start,
+        processes=s.accelerator.num_processes, final_terms=last,
+        mean_terms_last_10={k: float(np.mean([h[k] for h in history[-10:]])) for k in last},
+        steps_per_s=(config.steps - start) / max(time.perf_counter() - started, 1e-9),
+        peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        peak_cuda_mib=torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
+        dataset=s.stream.dataset.report.to_dict(), failed_draws=s.stream.failed_draws,
+    )  # fmt: skip
 
 
 def _seed_of(seed: int, step: int, micro: int, process: int) -> int:

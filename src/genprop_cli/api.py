@@ -224,7 +224,8 @@ class GenProp:
     ) -> GenProp:
         """Resolves the variant through weights.toml (Hub cache or local files, hashes checked) and loads it;
         `runtime` holds the speed/memory options (compile, offload, VAE tiling, attention backend)."""
-        from genprop_cli.pipelines import pipeline_class, quiet_libraries
+        from genprop_cli.families import sampler_class
+        from genprop_cli.pipelines import quiet_libraries
         from genprop_cli.pipelines.acceleration import check_runtime
 
         torch_device = resolve_device(device)
@@ -233,7 +234,7 @@ class GenProp:
         torch_dtype = resolve_dtype(dtype, torch_device, resolved.spec.defaults.dtype)
         quiet_libraries()
         try:
-            pipeline = pipeline_class(resolved.spec.family).from_pretrained(
+            pipeline = sampler_class(resolved.spec.family).from_pretrained(
                 resolved.backbone_dir,
                 resolved.adapter_file,
                 device=torch_device,
@@ -263,7 +264,7 @@ class GenProp:
         """Refuses, before any work is done, a task the adapter was not trained for and --preserve for a
         family whose sampler cannot anchor latents."""
         self.pipeline.adapter.task_id(options.task)
-        if options.preserve and not self.pipeline.supports_preserve:
+        if options.preserve and not self.pipeline.capabilities.preserve:
             raise OptionError(f"--preserve is not available for {self.pipeline.family} variants; --composite is")
 
     def check_clip(self, clip: Clip) -> None:
@@ -293,7 +294,7 @@ class GenProp:
         work = working_size(*display, self.variant.spec.limits, pipe.size_multiple)
         chunks = len(plan_chunks(max(clip.info.num_frames, 1), options.chunk, options.overlap))
 
-        from genprop_cli.pipelines import ChunkResult
+        from genprop_cli.families.base import ChunkResult
 
         edited = _to_model_frames([clip.first_frame], work)[0]
         anchor = pipe.prepare_anchor(edited, options.prompt)  # the user's edit (and prompt) anchor every chunk

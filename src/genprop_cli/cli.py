@@ -579,12 +579,13 @@ def models_build_random_tiny(
     family: Annotated[str, typer.Option(help="svd, wan (Wan 2.1 I2V layout) or wan-ti2v (Wan 2.2 TI2V layout).")] = "svd",
 ) -> None:
     """Build a tiny random-weight variant of the SVD or Wan architecture (smoke tests; its output is not a result)."""
+    from genprop_cli.families import tiny_layouts
     from genprop_cli.random_tiny import build_random_tiny
 
     if output.exists() and any(output.iterdir()):
         raise fail(GenPropError(f"{output} is not empty"), False)
-    if family not in ("svd", "wan", "wan-ti2v"):
-        raise fail(GenPropError(f"--family must be svd, wan or wan-ti2v, got {family!r}"), False)
+    if family not in tiny_layouts():
+        raise fail(GenPropError(f"--family must be one of {', '.join(tiny_layouts())}, got {family!r}"), False)
     backbone, adapter = build_random_tiny(output, seed=seed, family=family)
     err.print(f"wrote {backbone} and {adapter}", highlight=False)
 

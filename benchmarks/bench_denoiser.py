@@ -28,9 +28,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from genprop_cli.models.backbones import backbone_for
+from genprop_cli.families import backbone_for
+from genprop_cli.families.svd.tiny import build_random_tiny_pipeline
 from genprop_cli.models.genprop import AdapterConfig, GenPropAdapter, GenPropDenoiser
-from genprop_cli.random_tiny import build_random_tiny_pipeline
 
 
 class BlockTimer:

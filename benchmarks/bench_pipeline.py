@@ -38,7 +38,7 @@ if real != "registry":  # the variant's architecture with random weights, built 
     from pathlib import Path
     sys.path.insert(0, bench_dir)
     from real_size_models import REAL_SIZE, build_real_size
-    from genprop_cli.pipelines import pipeline_class
+    from genprop_cli.families import sampler_class
     from genprop_cli.weights import ResolvedVariant, load_registry
     from dataclasses import replace
     registry = load_registry()
@@ -48,7 +48,7 @@ if real != "registry":  # the variant's architecture with random weights, built 
         spec = replace(spec, limits=registry.get("random-tiny").limits)
     dtype = torch.float32 if tiny else {"fp16": torch.float16, "bf16": torch.bfloat16}[spec.defaults.dtype]
     diffusers_pipe = build_real_size(model_name, torch.device(device), dtype, tiny=tiny)
-    pipe = pipeline_class(spec.family)(diffusers_pipe, device=torch.device(device))
+    pipe = sampler_class(spec.family)(diffusers_pipe, device=torch.device(device))
     model = GenProp(pipe, ResolvedVariant(spec=spec, backbone_dir=Path("."), adapter_file=None, adapter_sha256=None))
     if side == "bare":  # the stock call below uses the backbone alone: unhook and free the adapter first
         pipe.denoiser.detach()

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from genprop_cli.models.backbones import backbone_for
+from genprop_cli.families import backbone_for
 from genprop_cli.models.genprop import AdapterConfig, GenPropAdapter, GenPropDenoiser
 from genprop_cli.pipelines.acceleration import compile_blocks
 from real_size_models import WAN_TI2V_5B
@@ -66,7 +66,8 @@ def real_workloads() -> dict[str, Workload]:
 
 
 def tiny_workloads() -> dict[str, Workload]:
-    from genprop_cli.random_tiny import build_random_tiny_pipeline, build_random_tiny_wan_pipeline
+    from genprop_cli.families.svd.tiny import build_random_tiny_pipeline
+    from genprop_cli.families.wan.tiny import build_random_tiny_wan_pipeline
 
     return {
         "svd": Workload("svd", "tiny SVD U-Net, 8 frames, latent 16x16", torch.float32, 8, (16, 16),

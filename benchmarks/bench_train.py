@@ -63,7 +63,7 @@ def _train_step(module: torch.nn.Module, forward, bf16: bool):
 
 def backbone_precision_rows(config: Path, repeats: int) -> list[tuple[str, float, float]]:
     """(component, fp32 s/step, bf16 s/step) for the toy backbone's two training stages."""
-    from genprop_cli.pipelines.svd import decode_vae
+    from genprop_cli.families.svd.sampler import decode_vae
     from genprop_cli.training.backbone import BackboneTrainConfig, build_components
     from genprop_cli.training.trainer import read_toml
 

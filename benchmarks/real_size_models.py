@@ -49,7 +49,7 @@ def build_svd_xt(device: torch.device, dtype: torch.dtype):
     )
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    from genprop_cli.random_tiny import SCHEDULER_CONFIG
+    from genprop_cli.families.svd.tiny import SCHEDULER_CONFIG
 
     with torch.device(device):  # random init on the device: seconds instead of minutes on the host
         unet = UNetSpatioTemporalConditionModel()
@@ -85,7 +85,8 @@ def build_real_size(variant: str, device: torch.device, dtype: torch.dtype, *, t
     """The diffusers pipeline of a real variant, random weights, on `device` in `dtype`; with `tiny`, the
     random-tiny model of the same layout instead (a CPU smoke run of the code around it)."""
     if tiny:
-        from genprop_cli.random_tiny import build_random_tiny_pipeline, build_random_tiny_wan_pipeline
+        from genprop_cli.families.svd.tiny import build_random_tiny_pipeline
+        from genprop_cli.families.wan.tiny import build_random_tiny_wan_pipeline
 
         pipe = build_random_tiny_pipeline() if VARIANTS[variant] == "svd" else build_random_tiny_wan_pipeline(ti2v=True)
         return pipe.to(device, dtype)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genprop_cli.pipelines.svd import decode_vae
+from genprop_cli.families.svd.sampler import decode_vae
 from genprop_cli.toy.world import BACKGROUND_KINDS, HELD_OUT_PHOTOS, TRAIN_PHOTOS, render, sample_scene
 from genprop_cli.training.backbone import BackboneArchitecture, BackboneTrainConfig, autocast, train_vae
 from genprop_cli.training.objective import to_model_frames

@@ -9,6 +9,10 @@ import torch
 from genprop_cli.api import out_of_memory_advice
 from genprop_cli.config import PropagationOptions, RuntimeOptions, Task
 from genprop_cli.errors import OptionError
+from genprop_cli.families import get_family
+from genprop_cli.families.svd.tiny import build_random_tiny_pipeline
+from genprop_cli.families.wan.sampler import GenPropWanPipeline
+from genprop_cli.families.wan.tiny import build_random_tiny_wan_pipeline
 from genprop_cli.pipelines.acceleration import (
     EncoderOffload,
     check_runtime,
@@ -17,8 +21,6 @@ from genprop_cli.pipelines.acceleration import (
     offload_denoiser,
     set_attention_backend,
 )
-from genprop_cli.pipelines.wan import GenPropWanPipeline
-from genprop_cli.random_tiny import build_random_tiny_pipeline, build_random_tiny_wan_pipeline
 
 CPU = torch.device("cpu")
 
@@ -63,7 +65,7 @@ def test_offloaded_encoders_run_on_the_device_and_return_to_cpu_memory():
 def test_native_attention_backend_keeps_the_numbers_and_reaches_the_adapter_copies():
     reference = chunk(wan_pipe())
     wan = build_random_tiny_wan_pipeline(seed=0)
-    set_attention_backend(wan.transformer, "wan", "native")
+    set_attention_backend(wan.transformer, GenPropWanPipeline.capabilities, "native")
     pipe = GenPropWanPipeline(wan)
     backends = {getattr(m.processor, "_attention_backend", None) for m in pipe.denoiser.adapter.modules() if hasattr(m, "processor")}
     assert backends == {"native"} or {str(b) for b in backends} == {"AttentionBackendName.NATIVE"}
@@ -72,12 +74,13 @@ def test_native_attention_backend_keeps_the_numbers_and_reaches_the_adapter_copi
 
 def test_misused_options_are_one_clear_error():
     unet = build_random_tiny_pipeline(seed=0)
-    with pytest.raises(OptionError, match="applies to Wan variants"):
-        set_attention_backend(unet.unet, "svd", "flash")
+    svd, wan = get_family("svd").capabilities, get_family("wan").capabilities
+    with pytest.raises(OptionError, match=r"--attention-backend applies to backbones whose attention .* \(wan\)"):
+        set_attention_backend(unet.unet, svd, "flash")
     with pytest.raises(OptionError, match="--attention-backend nonsense"):
-        set_attention_backend(build_random_tiny_wan_pipeline(seed=0).transformer, "wan", "nonsense")
-    with pytest.raises(OptionError, match="applies to Wan variants"):
-        enable_vae_tiling(unet.vae, "svd", True)
+        set_attention_backend(build_random_tiny_wan_pipeline(seed=0).transformer, wan, "nonsense")
+    with pytest.raises(OptionError, match=r"--vae-tiling applies to backbones with a tiled VAE \(wan\)"):
+        enable_vae_tiling(unet.vae, svd, True)
     with pytest.raises(OptionError, match="--offload must be one of"):
         RuntimeOptions(offload="disk")
     with pytest.raises(OptionError, match="no use on --device cpu"):
@@ -86,7 +89,7 @@ def test_misused_options_are_one_clear_error():
 
 def test_wan_vae_tiling_is_switched_on():
     vae = build_random_tiny_wan_pipeline(seed=0).vae
-    enable_vae_tiling(vae, "wan", True)
+    enable_vae_tiling(vae, get_family("wan").capabilities, True)
     assert vae.use_tiling
 
 
@@ -111,7 +114,7 @@ def test_compiled_dit_blocks_share_graphs_however_many_carry_hooks():
     from diffusers import WanTransformer3DModel
     from torch._dynamo.utils import counters
 
-    from genprop_cli.models.backbones import backbone_for
+    from genprop_cli.families import backbone_for
     from genprop_cli.models.genprop import AdapterConfig, GenPropAdapter, GenPropDenoiser
 
     torch.manual_seed(0)

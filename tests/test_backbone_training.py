@@ -11,7 +11,7 @@ import torch
 from diffusers.models.attention_processor import Attention
 
 from genprop_cli.errors import InputError, OptionError
-from genprop_cli.pipelines.svd import GenPropSVDPipeline
+from genprop_cli.families.svd.sampler import GenPropSVDPipeline
 from genprop_cli.toy import write_davis
 from genprop_cli.training.backbone import (
     BackboneArchitecture,

@@ -83,12 +83,12 @@ def test_genprop_wraps_the_real_size_pipelines(bench, variant, family, n, adapte
     import torch
 
     import real_size_models as real
-    from genprop_cli.pipelines import pipeline_class
+    from genprop_cli.families import sampler_class
 
     meta = torch.device("meta")
     diffusers_pipe = real.build_real_size(variant, meta, torch.bfloat16)
     with meta:  # the adapter's copies and new layers on the meta device too
-        pipe = pipeline_class(family)(diffusers_pipe, device=meta)
+        pipe = sampler_class(family)(diffusers_pipe, device=meta)
     adapter = pipe.denoiser.adapter
     assert adapter.config.sce_blocks == n
     assert sum(p.numel() for p in adapter.parameters()) / 1e9 == pytest.approx(adapter_b, abs=0.002)

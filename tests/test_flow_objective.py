@@ -1,4 +1,4 @@
-"""Training on a Wan backbone (training/flow_objective.py): masks in the causal VAE's frame layout, the loss
+"""Training on a Wan backbone (families/wan/objective.py): masks in the causal VAE's frame layout, the loss
 falls on a fixed batch with the backbone bit-identical, both conditioning modes, and `genprop train` on the
 tiny DiT writes an adapter that the propagation commands load."""
 
@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from genprop_cli.cli import app
 from genprop_cli.config import Task
-from genprop_cli.pipelines.wan import GenPropWanPipeline
-from genprop_cli.random_tiny import build_random_tiny_wan_pipeline
-from genprop_cli.training.flow_objective import FlowObjective
+from genprop_cli.families.wan.objective import FlowObjective
+from genprop_cli.families.wan.sampler import GenPropWanPipeline
+from genprop_cli.families.wan.tiny import build_random_tiny_wan_pipeline
 from genprop_cli.training.losses import LossWeights
 from genprop_cli.training.objective import objective_for
 import vis_datasets

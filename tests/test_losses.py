@@ -7,9 +7,9 @@ import copy
 import pytest
 import torch
 
-from genprop_cli.models.backbones import backbone_for
+from genprop_cli.families import backbone_for
+from genprop_cli.families.svd.tiny import build_random_tiny_pipeline
 from genprop_cli.models.genprop import AdapterConfig, GenPropAdapter, GenPropDenoiser
-from genprop_cli.random_tiny import build_random_tiny_pipeline
 from genprop_cli.training.losses import LossWeights, combine, latent_mask, mpd_loss, region_means
 
 B, F, C, H, W = 2, 3, 4, 6, 8

@@ -11,9 +11,9 @@ from mpd_checks import full_and_variant
 
 from genprop_cli.config import Task
 from genprop_cli.errors import WeightsError
-from genprop_cli.models.backbones import backbone_for
+from genprop_cli.families import backbone_for
+from genprop_cli.families.svd.tiny import build_random_tiny_pipeline
 from genprop_cli.models.genprop import AdapterConfig, GenPropAdapter, GenPropDenoiser
-from genprop_cli.random_tiny import build_random_tiny_pipeline
 
 B, F, H, W = 2, 5, 8, 12
 

@@ -11,9 +11,10 @@ import torch
 from mpd_checks import full_and_variant
 
 from genprop_cli.errors import WeightsError
-from genprop_cli.models.backbones import backbone_for
+from genprop_cli.families import backbone_for
+from genprop_cli.families.svd.tiny import build_random_tiny_pipeline
+from genprop_cli.families.wan.tiny import build_random_tiny_wan_pipeline
 from genprop_cli.models.genprop import AdapterConfig, GenPropAdapter, GenPropDenoiser
-from genprop_cli.random_tiny import build_random_tiny_pipeline, build_random_tiny_wan_pipeline
 
 B, C, F, H, W = 2, 16, 3, 8, 12  # latent batch, channels (Wan 2.1's VAE; 2.2's has 48), frames, height, width
 LAYERS = 4

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from genprop_cli.config import Task
-from genprop_cli.pipelines.svd import GenPropSVDPipeline
-from genprop_cli.random_tiny import build_random_tiny_pipeline
+from genprop_cli.families.svd.sampler import GenPropSVDPipeline
+from genprop_cli.families.svd.tiny import build_random_tiny_pipeline
 
 FRAMES, H, W = 6, 32, 48
 
@@ -161,7 +161,7 @@ def test_the_mpd_runs_only_at_steps_whose_mask_is_read(pipe, frames, monkeypatch
 
 
 def test_keep_unmodified_grows_the_region_and_noises_the_rest_to_sigma():
-    from genprop_cli.pipelines.svd import keep_unmodified
+    from genprop_cli.families.svd.sampler import keep_unmodified
 
     latents, source, noise = torch.full((1, 2, 7, 7), 5.0), torch.zeros(1, 2, 7, 7), torch.ones(1, 2, 7, 7)
     logits = torch.full((1, 1, 7, 7), -10.0)

@@ -17,8 +17,9 @@ from clips import make_clip, pattern_frame
 from genprop_cli.api import Clip, GenProp
 from genprop_cli.cli import app
 from genprop_cli.config import PropagationOptions, Task
-from genprop_cli.pipelines.wan import GenPropWanPipeline
-from genprop_cli.random_tiny import build_random_tiny, build_random_tiny_wan_pipeline
+from genprop_cli.families.wan.sampler import GenPropWanPipeline
+from genprop_cli.families.wan.tiny import build_random_tiny_wan_pipeline
+from genprop_cli.random_tiny import build_random_tiny
 
 runner = CliRunner()
 

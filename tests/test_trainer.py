@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from genprop_cli.config import Task
-from genprop_cli.pipelines.svd import GenPropSVDPipeline
-from genprop_cli.random_tiny import build_random_tiny_pipeline
+from genprop_cli.families.svd.objective import denoising_loss, encode_pairs
+from genprop_cli.families.svd.sampler import GenPropSVDPipeline
+from genprop_cli.families.svd.tiny import build_random_tiny_pipeline
 from genprop_cli.training.losses import LossWeights
-from genprop_cli.training.objective import denoising_loss, encode_pairs
 
 import vis_datasets
 
@@ -201,8 +201,9 @@ from dataclasses import fields  # noqa: E402
 
 from safetensors.torch import load_file  # noqa: E402
 
+from genprop_cli.families.svd.objective import EDMObjective  # noqa: E402
 from genprop_cli.training import trainer as trainer_module  # noqa: E402
-from genprop_cli.training.objective import EDMObjective, TrainingBatch  # noqa: E402
+from genprop_cli.training.objective import TrainingBatch  # noqa: E402
 
 
 class SameNoiseObjective(EDMObjective):
@@ -372,8 +373,8 @@ def test_train_command_under_a_deepspeed_launch_fails_with_one_line_before_readi
 
 
 def test_mixed_precision_stores_the_frozen_parts_in_half_and_keeps_what_trains_in_float32():
-    from genprop_cli.pipelines.wan import GenPropWanPipeline
-    from genprop_cli.random_tiny import build_random_tiny_wan_pipeline
+    from genprop_cli.families.wan.sampler import GenPropWanPipeline
+    from genprop_cli.families.wan.tiny import build_random_tiny_wan_pipeline
     from genprop_cli.training.trainer import _store_frozen_in
 
     pipe = GenPropWanPipeline(build_random_tiny_wan_pipeline(seed=0))

@@ -27,11 +27,10 @@ from clips import (
 )
 
 from genprop_cli import video_io
+from genprop_cli.config import PIX_FMTS, EncoderOptions
 from genprop_cli.errors import OptionError, OutputError, VideoReadError
 from genprop_cli.video_io import (
     AudioStreamInfo,
-    PIX_FMTS,
-    EncoderOptions,
     VideoInfo,
     VideoWriter,
     check_output_path,

@@ -13,8 +13,10 @@ from huggingface_hub import constants as hf_constants
 from hypothesis import given
 from hypothesis import strategies as st
 from safetensors.torch import save_file
+from typer.testing import CliRunner
 
 from genprop_cli import weights
+from genprop_cli.cli import app
 from genprop_cli.weights import integrity, locations
 from hubcache import add_to_hf_cache
 from genprop_cli.errors import (
@@ -584,3 +586,15 @@ def test_huggingface_hub_reads_patched_constants() -> None:
     """The production code passes no cache_dir: huggingface_hub must read the constants at call time."""
     assert hf_constants.HF_HUB_OFFLINE is True
     assert huggingface_hub.try_to_load_from_cache(REPO, "model_index.json", revision=COMMIT) is None
+
+
+def test_a_family_the_registry_does_not_know_is_a_weights_error_naming_the_key(tmp_path):
+    files = {"unet/diffusion_pytorch_model.safetensors": b"x"}
+    text = variant_toml("typo", "package:random-tiny/backbone", files, "published = false").replace(
+        'family = "svd"', 'family = "sdv"'
+    )
+    path = registry_file(tmp_path, text, default="typo")
+    with pytest.raises(WeightsError, match=r"variants\.typo\.family 'sdv' is not a backbone family \(known: svd, wan"):
+        weights.load_registry(path)
+    result = CliRunner().invoke(app, ["models", "list"], env={"GENPROP_REGISTRY": str(path)})
+    assert result.exit_code == 5 and "is not a backbone family" in result.stderr

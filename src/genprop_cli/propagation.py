@@ -102,7 +102,8 @@ class GenProp:
     ) -> GenProp:
         """Resolves the variant through weights.toml (Hub cache or local files, hashes checked) and loads it;
         `runtime` holds the speed/memory options (compile, offload, VAE tiling, attention backend)."""
-        from genprop_cli.pipelines import pipeline_class, quiet_libraries
+        from genprop_cli.families import sampler_class
+        from genprop_cli.pipelines import quiet_libraries
         from genprop_cli.pipelines.acceleration import check_runtime
 
         torch_device = resolve_device(device)
@@ -111,7 +112,7 @@ class GenProp:
         torch_dtype = resolve_dtype(dtype, torch_device, resolved.spec.defaults.dtype)
         quiet_libraries()
         try:
-            pipeline = pipeline_class(resolved.spec.family).from_pretrained(
+            pipeline = sampler_class(resolved.spec.family).from_pretrained(
                 resolved.backbone_dir, resolved.adapter_file, device=torch_device, dtype=torch_dtype,
                 file_variant=resolved.spec.backbone_file_variant, runtime=runtime,
             )  # fmt: skip
@@ -137,7 +138,7 @@ class GenProp:
         """Refuses, before any work is done, a task the adapter was not trained for and --preserve for a
         family whose sampler cannot anchor latents."""
         self.pipeline.adapter.task_id(options.task)
-        if options.preserve and not self.pipeline.supports_preserve:
+        if options.preserve and not self.pipeline.capabilities.preserve:
             raise OptionError(f"--preserve is not available for {self.pipeline.family} variants; --composite is")
 
     def check_clip(self, clip: Clip) -> None:
@@ -305,7 +306,7 @@ class _PlanRunner:
 
     def _chunk(self, span: ChunkSpan, chunk: list[VideoFrame], edited, anchor, previous, generator, store):
         """One chunk's sampler output: replayed from `store` when an interrupted run finished it, else sampled."""
-        from genprop_cli.pipelines import ChunkResult
+        from genprop_cli.families.base import ChunkResult
 
         pipe, options = self.model.pipeline, self.plan.options
         record = store.load(span.index) if store is not None else None

@@ -55,15 +55,18 @@ def models_download(variant: Annotated[str, typer.Argument(help="Variant name.")
 def models_build_random_tiny(
     output: Annotated[Path, typer.Argument(help="Folder to write backbone/ and adapter.safetensors into.")],
     seed: Annotated[int, typer.Option(help="Initialisation seed.")] = 0,
-    family: Annotated[str, typer.Option(help="svd, wan (Wan 2.1 I2V layout) or wan-ti2v (Wan 2.2 TI2V layout).")] = "svd",
+    family: Annotated[
+        str, typer.Option(help="A tiny layout of a registered family: svd, wan (Wan 2.1 I2V) or wan-ti2v (Wan 2.2 TI2V).")
+    ] = "svd",
 ) -> None:
-    """Build a tiny random-weight variant of the SVD or Wan architecture (smoke tests; its output is not a result)."""
+    """Build a tiny random-weight variant of a backbone family (smoke tests; its output is not a result)."""
+    from genprop_cli.families import tiny_layouts
     from genprop_cli.random_tiny import build_random_tiny
 
     if output.exists() and any(output.iterdir()):
         raise fail(GenPropError(f"{output} is not empty"), False)
-    if family not in ("svd", "wan", "wan-ti2v"):
-        raise fail(GenPropError(f"--family must be svd, wan or wan-ti2v, got {family!r}"), False)
+    if family not in tiny_layouts():
+        raise fail(GenPropError(f"--family must be one of {', '.join(tiny_layouts())}, got {family!r}"), False)
     backbone, adapter = build_random_tiny(output, seed=seed, family=family)
     err.print(f"wrote {backbone} and {adapter}", highlight=False)
 

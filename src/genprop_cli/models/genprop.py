@@ -19,7 +19,7 @@ from torch import nn
 from genprop_cli.config import Task
 from genprop_cli.errors import WeightsError
 from genprop_cli.fileio import atomic_file
-from genprop_cli.models.backbones.base import Backbone, CallSlot, ForwardCall
+from genprop_cli.families.base import Backbone, CallSlot, ForwardCall
 
 ADAPTER_FORMAT = "genprop-adapter"
 ADAPTER_FORMAT_VERSION = 1
@@ -219,8 +219,8 @@ class GenPropDenoiser(nn.Module):
     ) -> GenPropOutput:
         """`predict_mask=False` skips the MPD; `mask_samples=k` runs it on the batch's last k samples only."""
         call = ForwardCall(
-            source_latents=source_latents, task_ids=task_ids, sce_scale=sce_scale, probe=probe,
-            predict_mask=predict_mask, mask_samples=mask_samples,
+            source_latents=source_latents, task_ids=task_ids, capture=self.backbone.new_capture(), sce_scale=sce_scale,
+            probe=probe, predict_mask=predict_mask, mask_samples=mask_samples,
         )  # fmt: skip
         self._slot.call = call
         try:

@@ -1,15 +1,18 @@
 """Speed and memory options of a loaded GenProp pipeline (mostly for CUDA), applied through diffusers' own APIs.
 
+Which options a sampler accepts is what its family's `Capabilities` say, never its family's name.
+
 * `attention_backend`: diffusers' attention dispatcher (`flash`, `_native_cudnn`, `sage`, ...) for backbones
-  whose attention goes through it (Wan). Set before the adapter copies its blocks, so the copies use it too.
-  SVD's attention always calls PyTorch SDPA, which already picks flash/mem-efficient kernels on CUDA.
+  whose attention goes through it (`Capabilities.attention_backends`: Wan). Set before the adapter copies its
+  blocks, so the copies use it too. SVD's attention always calls PyTorch SDPA, which already picks
+  flash/mem-efficient kernels on CUDA.
 * `compile`: `torch.compile` of the repeated blocks (regional compilation: the DiT's transformer blocks, or
   the U-Net's blocks) and of the adapter's block copies. Each block's own forward is compiled, once per block
   class, and the GenProp hooks run around it, outside the compiled code: compiling the hooked forward made
   one graph per hooked block (each hook's block index and arguments are specialised), which at real size
   (8 hooked Wan blocks, 9 U-Net ones) ran into dynamo's recompile limit and left the rest uncompiled.
-* `vae_tiling`: tiled VAE encode/decode (Wan's VAE; SVD's temporal decoder has no tiling and already decodes
-  8 frames at a time).
+* `vae_tiling`: tiled VAE encode/decode (`Capabilities.vae_tiling`: Wan's VAE; SVD's temporal decoder has no
+  tiling and already decodes 8 frames at a time).
 * `offload`: `encoders` keeps the text and image encoders in CPU memory and moves each to the device only
   while it runs (once per clip); `group` also streams the frozen denoiser's blocks from CPU memory one group at
   a time (diffusers group offloading), for GPUs that cannot hold the backbone.
@@ -29,16 +32,20 @@ from diffusers.hooks import HookRegistry, ModelHook
 
 from genprop_cli.config import RuntimeOptions
 from genprop_cli.errors import OptionError
+from genprop_cli.families import Capabilities, families_with
 
 _COMPILE_HOOK = "genprop-compile"
 
 
-def set_attention_backend(denoiser: nn.Module, family: str, backend: str | None) -> None:
+def set_attention_backend(denoiser: nn.Module, capabilities: Capabilities, backend: str | None) -> None:
     """Routes the denoiser's attention through one diffusers backend (before the adapter copies blocks)."""
     if not backend:
         return
-    if family != "wan":
-        raise OptionError(f"--attention-backend applies to Wan variants; {family} attention always runs PyTorch SDPA")
+    if not capabilities.attention_backends:
+        raise OptionError(
+            "--attention-backend applies to backbones whose attention goes through diffusers' dispatcher "
+            f"({', '.join(families_with('attention_backends'))})"
+        )
     try:
         denoiser.set_attention_backend(backend)
     except (ValueError, RuntimeError, ImportError) as exc:
@@ -46,11 +53,12 @@ def set_attention_backend(denoiser: nn.Module, family: str, backend: str | None)
         raise OptionError(f"--attention-backend {backend}: {first}") from None
 
 
-def enable_vae_tiling(vae: nn.Module, family: str, enabled: bool) -> None:
+def enable_vae_tiling(vae: nn.Module, capabilities: Capabilities, enabled: bool) -> None:
+    """Switches on the VAE's tiled encode/decode."""
     if not enabled:
         return
-    if not hasattr(vae, "enable_tiling") or family == "svd":
-        raise OptionError("--vae-tiling applies to Wan variants; SVD's VAE decodes 8 frames at a time instead")
+    if not capabilities.vae_tiling or not hasattr(vae, "enable_tiling"):
+        raise OptionError(f"--vae-tiling applies to backbones with a tiled VAE ({', '.join(families_with('vae_tiling'))})")
     vae.enable_tiling()
 
 

@@ -4,7 +4,7 @@ GenProp trains an adapter on a FROZEN image-to-video model. On a CPU no public o
 variant's backbone is trained here, on toy clips, as an ordinary first-frame-conditioned video generator
 (no edits, no GenProp): stage 1 fits `AutoencoderKLTemporalDecoder` (L1 + MSE + a small KL term);
 stage 2 fits `UNetSpatioTemporalConditionModel` with SVD's own EDM v-prediction objective
-(`training.objective`), conditioned on the first frame's noise-augmented latent and CLIP embedding, with
+(`families/svd/objective.py`), conditioned on the first frame's noise-augmented latent and CLIP embedding, with
 both dropped together 10% of the time so that classifier-free guidance works. The image encoder stays a
 frozen random tiny CLIP: it is part of the architecture the pipeline drives, and the concatenated
 first-frame latent carries the appearance. The result is a diffusers folder that `GenPropSVDPipeline`
@@ -27,16 +27,11 @@ import torch
 
 from genprop_cli.errors import OptionError
 from genprop_cli.fileio import atomic_folder
-from genprop_cli.pipelines.svd import decode_vae
+from genprop_cli.families.svd.objective import edm_denoised, edm_noisy_input, sample_sigma
+from genprop_cli.families.svd.sampler import decode_vae
 from genprop_cli.training.data import ClipSpec, open_dataset, sample_clip
 from genprop_cli.training.ema import EMA
-from genprop_cli.training.objective import (
-    NoiseSchedule,
-    edm_denoised,
-    edm_noisy_input,
-    sample_sigma,
-    to_model_frames,
-)
+from genprop_cli.training.objective import NoiseSchedule, to_model_frames
 
 LogFn = Callable[[dict[str, Any]], None]
 VAE_DECODERS = ("temporal", "2d")
@@ -240,7 +235,7 @@ def build_components(arch: BackboneArchitecture, frames: int, seed: int):
         CLIPVisionModelWithProjection,
     )
 
-    from genprop_cli.random_tiny import SCHEDULER_CONFIG
+    from genprop_cli.families.svd.tiny import SCHEDULER_CONFIG
 
     torch.manual_seed(seed)
     vae = arch.build_vae()
@@ -405,7 +400,7 @@ def latent_scaling_factor(vae, config: BackboneTrainConfig, device: torch.device
 
 
 def _time_ids(config: BackboneTrainConfig, batch: int, device: torch.device) -> torch.Tensor:
-    from genprop_cli.pipelines.svd import SVDConditioning
+    from genprop_cli.families.svd.sampler import SVDConditioning
 
     c = SVDConditioning(noise_aug_strength=config.noise_aug_strength)
     return torch.tensor([[c.fps - 1, c.motion_bucket_id, c.noise_aug_strength]], device=device).repeat(batch, 1)
@@ -499,7 +494,7 @@ def train_backbone(config: BackboneTrainConfig, *, log: LogFn | None = None) -> 
     """Both stages; writes `OUTPUT/backbone` (diffusers SVD layout, fp16 safetensors) and a log."""
     from diffusers import StableVideoDiffusionPipeline
 
-    from genprop_cli.pipelines.svd import GenPropSVDPipeline, SVDConditioning
+    from genprop_cli.families.svd.sampler import GenPropSVDPipeline, SVDConditioning
 
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)

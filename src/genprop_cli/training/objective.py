@@ -1,40 +1,55 @@
-"""The training objective on an SVD backbone: EDM-preconditioned v-prediction, as SVD was trained.
+"""What every family's training objective shares: the batch it encodes, the `Objective` protocol the trainer
+drives, and `objective_for`, which asks the family registry for the sampler's objective.
 
-For a clean latent x0 and noise level sigma: the noisy latent is x = x0 + sigma * n; the U-Net reads
-x / sqrt(sigma^2 + 1) (with the conditioning frame's latent concatenated) at timestep 0.25 * log(sigma);
-its output F gives the denoised estimate c_skip * x + c_out * F with c_skip = 1 / (sigma^2 + 1) and
-c_out = -sigma / sqrt(sigma^2 + 1) (the same formulas `EulerDiscreteScheduler` uses when sampling); the
-per-pixel error is weighted by (sigma^2 + 1) / sigma^2. log(sigma) ~ N(0.7, 1.6), SVD's fine-tuning choice.
-
-The SCE reads the SYNTHETIC clip; the I2V target and its conditioning first frame are the ORIGINAL clip.
+Each family's objective lives in its folder (`families/svd/objective.py`: EDM v-prediction;
+`families/wan/objective.py`: rectified flow); a family registered without one cannot be trained.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from genprop_cli.training.losses import LossTerms, LossWeights, combine, latent_mask
+from genprop_cli.errors import OptionError
+from genprop_cli.families import get_family
+from genprop_cli.training.losses import LossTerms, LossWeights
 
 
 @dataclass(frozen=True)
 class NoiseSchedule:
+    """The training config's [noise] table: log(sigma) ~ N(mean, std) for EDM objectives (SVD); objectives
+    with their own noise-level distribution (Wan's flow matching: the scheduler's shift) ignore it."""
+
     log_sigma_mean: float = 0.7
     log_sigma_std: float = 1.6
 
 
 @dataclass
 class TrainingBatch:
-    """Encoded inputs for one step; everything the frozen encoders compute, done once per batch."""
+    """Encoded inputs for one step; everything the frozen encoders compute, done once per batch. Tensors are
+    in the family's layouts (its objective module says which)."""
 
-    target: torch.Tensor  # (B, F, C, h, w) scaled latents of the original clip
-    source: torch.Tensor  # (B, F, C, h, w) scaled latents of the synthetic clip (SCE input)
-    condition: torch.Tensor  # (B, C, h, w) unscaled latent of the original first frame
-    image_embeds: torch.Tensor  # (B, 1, D) CLIP embedding of the original first frame
-    mask: torch.Tensor  # (B, F, 1, h, w) modification mask on the latent grid
+    target: torch.Tensor  # latents of the original clip
+    source: torch.Tensor  # latents of the synthetic clip (SCE input), same layout
+    condition: torch.Tensor  # the backbone's first-frame conditioning, from the original clip
+    image_embeds: torch.Tensor | None  # image embedding of the original first frame, None without an image encoder
+    mask: torch.Tensor  # (B, F, 1, h, w) modification mask on the latent grid (F: latent frames)
     task_ids: torch.Tensor  # (B,)
+
+
+class Objective(Protocol):
+    """What the trainer asks of a family's training objective."""
+
+    def encode(self, pairs, generator: torch.Generator) -> TrainingBatch:
+        """Runs the frozen encoders on a list of `SyntheticPair`s."""
+        ...
+
+    def loss(self, denoiser, batch: TrainingBatch, weights: LossWeights, generator: torch.Generator) -> LossTerms:
+        """One forward of the (possibly DDP-wrapped) GenProp denoiser and the region-aware loss terms."""
+        ...
 
 
 def to_model_frames(clip: np.ndarray) -> torch.Tensor:
@@ -42,111 +57,9 @@ def to_model_frames(clip: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(clip)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
-@torch.no_grad()
-def encode_pairs(pipeline, pairs, generator: torch.Generator) -> TrainingBatch:
-    """Runs the frozen VAE / CLIP encoders on a list of `SyntheticPair`s."""
-    targets, sources, conditions, embeds, masks, tasks = [], [], [], [], [], []
-    for pair in pairs:
-        original = to_model_frames(pair.original)
-        targets.append(pipeline.encode_frames(original))
-        sources.append(pipeline.encode_frames(to_model_frames(pair.edited)))
-        conditions.append(pipeline.encode_condition(original[0], generator))
-        embeds.append(pipeline.embed_image(original[0]))
-        masks.append(torch.from_numpy(pair.mask))
-        tasks.append(pipeline.adapter.task_id(pair.task))
-    target = torch.stack(targets)
-    device = target.device
-    return TrainingBatch(
-        target=target,
-        source=torch.stack(sources),
-        condition=torch.stack(conditions),
-        image_embeds=torch.cat(embeds),
-        mask=latent_mask(torch.stack(masks).to(device), tuple(target.shape[-2:])),
-        task_ids=torch.tensor(tasks, device=device),
-    )
-
-
-def sample_sigma(schedule: NoiseSchedule, batch: int, generator: torch.Generator, device) -> torch.Tensor:
-    """Training noise levels: log(sigma) ~ N(mean, std), one per clip."""
-    log_sigma = torch.randn(batch, generator=generator, device=device) * schedule.log_sigma_std
-    return (log_sigma + schedule.log_sigma_mean).exp()
-
-
-def edm_noisy_input(x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor):
-    """(sigma broadcastable over x0, the noisy latent x0 + sigma * n, the U-Net's input scaling of it)."""
-    s = sigma.view(-1, *([1] * (x0.dim() - 1))).to(x0.dtype)
-    noisy = x0 + s * noise
-    return s, noisy, noisy / (s**2 + 1).sqrt()
-
-
-def edm_denoised(noisy: torch.Tensor, s: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """The denoised estimate from the U-Net's v-prediction: c_skip * x + c_out * F."""
-    return noisy / (s**2 + 1) - s / (s**2 + 1).sqrt() * out.to(noisy.dtype)
-
-
-def denoising_loss(
-    denoiser,
-    batch: TrainingBatch,
-    weights: LossWeights,
-    generator: torch.Generator,
-    *,
-    time_ids: torch.Tensor,
-    schedule: NoiseSchedule = NoiseSchedule(),
-    sigma: torch.Tensor | None = None,
-    noise: torch.Tensor | None = None,
-) -> LossTerms:
-    """One forward of the GenProp denoiser on a batch and the region-aware loss terms.
-
-    `denoiser` is the (possibly DDP-wrapped) GenPropDenoiser; `sigma`/`noise` may be fixed by tests.
-    """
-    x0 = batch.target
-    b, f = x0.shape[:2]
-    device, dtype = x0.device, x0.dtype
-    if sigma is None:
-        sigma = sample_sigma(schedule, b, generator, device)
-    if noise is None:
-        noise = torch.randn(x0.shape, generator=generator, device=device, dtype=dtype)
-    s, noisy, scaled = edm_noisy_input(x0, sigma, noise)
-    model_in = torch.cat([scaled, batch.condition[:, None].expand(-1, f, -1, -1, -1)], dim=2)
-    probe_noise = torch.randn(batch.source.shape, generator=generator, device=device, dtype=dtype)
-    probe = weights.probe_scale * probe_noise * batch.mask if weights.grad > 0 and weights.region_aware else None
-    out = denoiser(
-        model_in,
-        0.25 * sigma.log(),
-        batch.image_embeds,
-        time_ids.expand(b, -1),
-        source_latents=batch.source,
-        task_ids=batch.task_ids,
-        probe=probe,
-    )
-    denoised = edm_denoised(noisy, s, out.sample)
-    per_pixel = (s**2 + 1) / s**2 * (denoised - x0).square()
-    return combine(per_pixel, batch.mask, out.mask_logits, out.sce_response, weights)
-
-
-class EDMObjective:
-    """The SVD objective behind the same two calls as `flow_objective.FlowObjective`: encode, loss."""
-
-    def __init__(self, pipeline, schedule: NoiseSchedule = NoiseSchedule()) -> None:
-        self.pipeline, self.schedule = pipeline, schedule
-        self.time_ids = pipeline._added_time_ids(1, pipeline.conditioning).float()
-
-    def encode(self, pairs, generator: torch.Generator) -> TrainingBatch:
-        return encode_pairs(self.pipeline, pairs, generator)
-
-    def loss(self, denoiser, batch: TrainingBatch, weights: LossWeights, generator: torch.Generator) -> LossTerms:
-        return denoising_loss(denoiser, batch, weights, generator, time_ids=self.time_ids, schedule=self.schedule)
-
-
-OBJECTIVES = ("svd", "wan")  # the backbone families `genprop train` has an objective for
-
-
-def objective_for(pipeline, schedule: NoiseSchedule = NoiseSchedule()):
-    """The training objective of the pipeline's backbone family (EDM for SVD, flow matching for Wan)."""
-    if pipeline.family == "svd":
-        return EDMObjective(pipeline, schedule)
-    if pipeline.family == "wan":
-        from genprop_cli.training.flow_objective import FlowObjective
-
-        return FlowObjective(pipeline)
-    raise ValueError(f"no training objective for backbone family {pipeline.family!r}")
+def objective_for(pipeline, schedule: NoiseSchedule = NoiseSchedule()) -> Objective:
+    """The training objective of the sampler's backbone family, from the registry."""
+    factory = get_family(pipeline.family).objective()
+    if factory is None:
+        raise OptionError(f"no training objective for backbone family {pipeline.family!r}")
+    return factory(pipeline, schedule)

@@ -3,7 +3,8 @@
 Hugging Face Accelerate runs it on one CPU, one GPU or many GPUs and machines (`accelerate launch -m
 genprop_cli train ...`) with DDP. Only the adapter's parameters train: the backbone has no gradients and no
 optimizer state. DeepSpeed, FSDP and Megatron-LM are refused (`check_data_parallel`): a whole adapter
-replica fits each GPU, and the EMA and the export need its weights unsharded.
+replica fits each GPU, and the EMA and the export need its weights unsharded. The variant's backbone family
+gives the sampler and the objective (`families.get_family`); a family registered without one is refused.
 
 Every step's data and noise are drawn from generators seeded by (seed, step, micro-batch, process), so a
 run resumed from a checkpoint (model, optimizer, LR scheduler, EMA and step, saved with Accelerate)
@@ -37,7 +38,7 @@ from genprop_cli.training.augment import AugmentConfig, PairSampler
 from genprop_cli.training.data import ClipSpec, open_dataset, sample_clip
 from genprop_cli.training.ema import EMA
 from genprop_cli.training.losses import LossWeights
-from genprop_cli.training.objective import OBJECTIVES, NoiseSchedule, objective_for
+from genprop_cli.training.objective import NoiseSchedule, objective_for
 
 CHECKPOINTS = "checkpoints"
 ADAPTER_PREFIX = "adapter."  # the trainable part of the GenProp denoiser's state dict
@@ -198,13 +199,14 @@ def check_data_parallel(distributed_type: str) -> None:
 
 def check_trainable(model: str | None) -> None:
     """Refuses, before any data is read, a variant whose backbone family has no training objective here."""
+    from genprop_cli.families import family_names, get_family
     from genprop_cli.weights import load_registry
 
     spec = load_registry().get(model)
-    if spec.family not in OBJECTIVES:
+    if not get_family(spec.family).trainable:
+        trainable = [name for name in family_names() if get_family(name).trainable]
         raise OptionError(
-            f"variant {spec.name!r} is a {spec.family!r} backbone; training is implemented for "
-            f"{', '.join(OBJECTIVES)}"
+            f"variant {spec.name!r} is a {spec.family!r} backbone; training is implemented for {', '.join(trainable)}"
         )
 
 
@@ -233,13 +235,14 @@ def latest_checkpoint(output: Path) -> Path | None:
 
 def _load_pipeline(config: TrainConfig, device: torch.device):
     """The frozen backbone of the variant with a fresh (zero-initialised) adapter, or `init_adapter`."""
-    from genprop_cli.pipelines import pipeline_class, quiet_libraries
+    from genprop_cli.families import sampler_class
+    from genprop_cli.pipelines import quiet_libraries
     from genprop_cli.weights import resolve_variant
 
     resolved = resolve_variant(config.model, adapter=config.init_adapter, require_adapter=False)
     quiet_libraries()
     # Adapter weights train in float32; mixed precision is Accelerate's autocast.
-    return pipeline_class(resolved.spec.family).from_pretrained(
+    return sampler_class(resolved.spec.family).from_pretrained(
         resolved.backbone_dir,
         resolved.adapter_file if config.init_adapter else None,
         device=device,

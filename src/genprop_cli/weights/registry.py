@@ -139,7 +139,7 @@ def _parse_variant(name: str, table: dict[str, Any], r: _Reader) -> VariantSpec:
     return VariantSpec(
         name=name,
         description=r.req(table, "description", str, where),
-        family=r.req(table, "family", str, where),
+        family=_parse_family(table, where, r),
         backbone=backbone,
         backbone_files=files,
         adapter=_parse_adapter(table, where, r),
@@ -149,6 +149,16 @@ def _parse_variant(name: str, table: dict[str, Any], r: _Reader) -> VariantSpec:
         backbone_file_variant=file_variant,
         untrained=r.opt(table, "untrained", bool, where, False),
     )
+
+
+def _parse_family(table: dict[str, Any], where: str, r: _Reader) -> str:
+    """The variant's backbone family, which must be one the family registry knows (`genprop_cli.families`)."""
+    from genprop_cli.families import family_names
+
+    family = r.req(table, "family", str, where)
+    if family not in family_names():
+        raise r.fail(f"{where}.family", f"'{family}' is not a backbone family (known: {', '.join(family_names())})")
+    return family
 
 
 _LIMIT_KEYS = ("max_pixels", "multiple_of", "max_frames", "native_frames")

@@ -9,26 +9,23 @@ latent frame is the given frame at timestep 0 and is left out of the denoising t
 
 The SCE reads the SYNTHETIC clip; the I2V target and its conditioning first frame are the ORIGINAL clip.
 Masks follow the causal VAE's frame layout: latent frame 0 is pixel frame 0, latent k frames 4k-3..4k.
+`TrainingBatch` layout here: target/source (B, C, F_lat, h, w) normalised latents, condition (B, C', F', h, w)
+the backbone's first-frame conditioning, image_embeds (B, T, D) CLIP tokens (Wan 2.1) or None, mask
+(B, F_lat, 1, h, w).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from genprop_cli.training.losses import LossTerms, LossWeights, combine, latent_mask
-from genprop_cli.training.objective import to_model_frames
+from genprop_cli.training.objective import NoiseSchedule, TrainingBatch, to_model_frames
 
 
-@dataclass
-class FlowBatch:
-    target: torch.Tensor  # (B, C, F_lat, h, w) normalised latents of the original clip
-    source: torch.Tensor  # (B, C, F_lat, h, w) of the synthetic clip (SCE input)
-    condition: torch.Tensor  # (B, C', F', h, w) the backbone's first-frame conditioning
-    image_embeds: torch.Tensor | None  # (B, T, D) CLIP tokens (Wan 2.1) or None
-    mask: torch.Tensor  # (B, F_lat, 1, h, w) modification mask on the latent grid
-    task_ids: torch.Tensor  # (B,)
+def flow_objective(pipeline, schedule: NoiseSchedule) -> FlowObjective:
+    """The family's objective factory: the [noise] table is EDM's log-sigma, flow matching takes its noise
+    levels from the scheduler's shift instead."""
+    return FlowObjective(pipeline)
 
 
 class FlowObjective:
@@ -46,7 +43,7 @@ class FlowObjective:
         return self._prompt
 
     @torch.no_grad()
-    def encode(self, pairs, generator: torch.Generator) -> FlowBatch:
+    def encode(self, pairs, generator: torch.Generator) -> TrainingBatch:
         pipe = self.pipeline
         targets, sources, conditions, embeds, masks, tasks = [], [], [], [], [], []
         for pair in pairs:
@@ -61,7 +58,7 @@ class FlowObjective:
             tasks.append(pipe.adapter.task_id(pair.task))
         target = torch.stack(targets)
         device = target.device
-        return FlowBatch(
+        return TrainingBatch(
             target=target,
             source=torch.stack(sources),
             condition=torch.stack(conditions),
@@ -83,7 +80,7 @@ class FlowObjective:
     def loss(
         self,
         denoiser,
-        batch: FlowBatch,
+        batch: TrainingBatch,
         weights: LossWeights,
         generator: torch.Generator,
         *,

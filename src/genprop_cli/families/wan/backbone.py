@@ -1,6 +1,7 @@
 """GenProp on Wan 2.x's `WanTransformer3DModel` (a video DiT: patch tokens through M identical blocks).
 
-Wiring (all through diffusers hooks, see `base.py`; the same generic SCE/MPD code as for SVD):
+Wiring (all through diffusers hooks, see `families/base.py`; the same generic SCE/MPD code as for SVD; what
+the hooks record is a `WanCapture`):
 - the task embedding is added to `timestep_proj`, the adaLN modulation every block reads, through a
   post-forward hook on `transformer.condition_embedder`;
 - the SCE runs in a pre-forward hook on `blocks[0]`, where the backbone's patch tokens (the backbone ->
@@ -18,13 +19,14 @@ Latent layout is the transformer's own: (B, C, F_latent, h, w).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from diffusers.hooks import ModelHook
 from torch import nn
 
-from genprop_cli.models.backbones.base import Backbone, CallSlot, ForwardCall, last_samples
+from genprop_cli.families.base import Backbone, CallSlot, ForwardCall, last_samples
 
 if TYPE_CHECKING:
     from diffusers import WanTransformer3DModel
@@ -32,8 +34,26 @@ if TYPE_CHECKING:
     from genprop_cli.models.genprop import GenPropAdapter
 
 
-class WanBackbone(Backbone):
+class WanBlockInputs(NamedTuple):
+    """A Wan transformer block's four inputs, in the order of its forward."""
+
+    hidden_states: torch.Tensor  # (B, S, D) patch tokens
+    encoder_hidden_states: torch.Tensor  # (B, L, D) text (and image) context
+    temb: torch.Tensor  # (B, 6, D) or, with per-token timesteps, (B, S, 6, D): the adaLN modulation
+    rotary_emb: Any  # the RoPE tables, shared by the batch
+
+
+@dataclass
+class WanCapture:
+    """What the Wan hooks record during one denoiser call, for the SCE and the MPD to run blocks on their own."""
+
+    block_inputs: WanBlockInputs | None = None  # as `blocks[0]` receives them
+    last_block_inputs: WanBlockInputs | None = None  # as the last block receives them (after injection)
+
+
+class WanBackbone(Backbone[WanCapture]):
     family = "wan"
+    component = "transformer"
 
     def __init__(self, transformer: WanTransformer3DModel) -> None:
         super().__init__(transformer)
@@ -87,20 +107,23 @@ class WanBackbone(Backbone):
         )
 
     # --- running blocks on their own ---------------------------------------------------------------
+    def new_capture(self) -> WanCapture:
+        return WanCapture()
+
     def run_encoder_block(
-        self, block: nn.Module, hidden: torch.Tensor, call: ForwardCall
+        self, block: nn.Module, hidden: torch.Tensor, call: ForwardCall[WanCapture]
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        context, temb, rope = call.captured["block_inputs"][1:4]
-        out = block(hidden, context, temb, rope)
+        inputs = call.capture.block_inputs
+        out = block(hidden, inputs.encoder_hidden_states, inputs.temb, inputs.rotary_emb)
         return out, [out]
 
-    def run_decoder_block(self, block: nn.Module, call: ForwardCall) -> torch.Tensor:
-        inputs = call.captured["last_block_inputs"]
+    def run_decoder_block(self, block: nn.Module, call: ForwardCall[WanCapture]) -> torch.Tensor:
+        inputs = tuple(call.capture.last_block_inputs)
         if call.mask_samples is not None:  # the RoPE tables (batch 1) are shared and stay as they are
             inputs = last_samples(inputs, call.source_latents.shape[0], call.mask_samples)
         return block(*inputs)
 
-    def mask_logits_to_frames(self, logits: torch.Tensor, call: ForwardCall) -> torch.Tensor:
+    def mask_logits_to_frames(self, logits: torch.Tensor, call: ForwardCall[WanCapture]) -> torch.Tensor:
         """(B, S, pt*ph*pw) token logits -> (B, F_latent, 1, h, w), undoing the patchification."""
         _, _, frames, height, width = call.source_latents.shape
         batch = logits.shape[0]
@@ -169,8 +192,8 @@ class _RunSCE(ModelHook):
         call = self.slot.call
         if call is not None:
             inputs = _block_inputs(args, kwargs)
-            call.captured["block_inputs"] = inputs
-            residuals = self.adapter.run_sce(call.source_latents, inputs[0], self.backbone, call, call.probe)
+            call.capture.block_inputs = inputs
+            residuals = self.adapter.run_sce(call.source_latents, inputs.hidden_states, self.backbone, call, call.probe)
             call.residuals = [r * call.sce_scale for r in residuals]
         return args, kwargs
 
@@ -195,15 +218,12 @@ class _RunMPD(ModelHook):
     def pre_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
         call = self.slot.call
         if call is not None and call.predict_mask:
-            call.captured["last_block_inputs"] = _block_inputs(args, kwargs)
+            call.capture.last_block_inputs = _block_inputs(args, kwargs)
             call.mask_logits = self.adapter.mpd(self.backbone, call)
         return args, kwargs
 
 
-_BLOCK_ARGS = ("hidden_states", "encoder_hidden_states", "temb", "rotary_emb")
-
-
-def _block_inputs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+def _block_inputs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> WanBlockInputs:
     """A Wan block's four inputs, however the caller passed them (positionally in diffusers' loop)."""
-    values = list(args) + [kwargs[name] for name in _BLOCK_ARGS[len(args) :]]
-    return tuple(values[:4])
+    values = list(args) + [kwargs[name] for name in WanBlockInputs._fields[len(args) :]]
+    return WanBlockInputs(*values[:4])

@@ -12,7 +12,6 @@ colour drift in chained windows); the CLIP embedding of the user's edited frame 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,17 +20,15 @@ import torch.nn.functional as F
 
 from genprop_cli.config import RuntimeOptions, Task
 from genprop_cli.errors import OptionError
-from genprop_cli.models.backbones import backbone_for
+from genprop_cli.families import Capabilities, backbone_for
+from genprop_cli.families.base import ChunkResult, StepCallback
 from genprop_cli.models.genprop import AdapterConfig, GenPropAdapter, GenPropDenoiser
-from genprop_cli.pipelines import ChunkResult
 from genprop_cli.pipelines.acceleration import (
     apply_runtime,
     compile_if_asked,
     enable_vae_tiling,
     set_attention_backend,
 )
-
-StepCallback = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -73,10 +70,12 @@ def decode_vae(vae: torch.nn.Module, latents: torch.Tensor, num_frames: int) -> 
 
 
 class GenPropSVDPipeline:
-    """Frozen SVD components + a GenProp adapter; methods are the steps of propagating one chunk."""
+    """Frozen SVD components + a GenProp adapter; methods are the steps of propagating one chunk (a
+    `ChunkSampler`)."""
 
     family = "svd"
-    supports_preserve = True  # `generate(preserve=True)`: latents outside the MPD's region anchored to the source
+    # preserve: `generate(preserve=True)` anchors the latents outside the MPD's region to the source's
+    capabilities = Capabilities(preserve=True)
 
     def __init__(
         self,
@@ -127,8 +126,8 @@ class GenPropSVDPipeline:
         svd = StableVideoDiffusionPipeline.from_pretrained(
             str(backbone_dir), dtype=dtype, use_safetensors=True, variant=file_variant
         )
-        set_attention_backend(svd.unet, cls.family, runtime.attention_backend)
-        enable_vae_tiling(svd.vae, cls.family, runtime.vae_tiling)
+        set_attention_backend(svd.unet, cls.capabilities, runtime.attention_backend)
+        enable_vae_tiling(svd.vae, cls.capabilities, runtime.vae_tiling)
         svd.vae.to(device)
         if runtime.offload != "group":
             svd.unet.to(device)
@@ -204,7 +203,7 @@ class GenPropSVDPipeline:
         """A generated (scaled) latent reused as the next chunk's conditioning latent (unscaled)."""
         return latent / self.vae.config.scaling_factor
 
-    # --- the per-family chunk contract `api.GenProp.propagate` drives (same names in every pipeline) ---
+    # --- the chunk contract (`families.base.ChunkSampler`) `api.GenProp.propagate` drives -------------
     def prepare_anchor(self, edited: torch.Tensor, prompt: str = "") -> torch.Tensor:
         """What conditions every chunk: the CLIP embedding of the user's edited frame."""
         if prompt:
@@ -218,8 +217,25 @@ class GenPropSVDPipeline:
         """The latent the previous chunk generated at this chunk's start, used directly (no VAE round trip)."""
         return self.conditioning_from_latent(result.latents[offset])
 
-    def sample_chunk(self, *, condition: torch.Tensor, anchor: torch.Tensor, **kwargs) -> ChunkResult:
-        return self.generate(condition_latent=condition, image_embeds=anchor, **kwargs)
+    def sample_chunk(
+        self,
+        *,
+        source_latents: torch.Tensor,
+        condition: torch.Tensor,
+        anchor: torch.Tensor,
+        task: Task,
+        steps: int,
+        guidance: float,
+        generator: torch.Generator | None = None,
+        sce_scale: float = 1.0,
+        preserve: bool = False,
+        on_step: StepCallback | None = None,
+    ) -> ChunkResult:
+        """`generate` with the contract's names: `condition` is the conditioning latent, `anchor` the CLIP embedding."""
+        return self.generate(
+            source_latents=source_latents, condition_latent=condition, image_embeds=anchor, task=task, steps=steps,
+            guidance=guidance, generator=generator, sce_scale=sce_scale, preserve=preserve, on_step=on_step,
+        )  # fmt: skip
 
     # --- sampling ----------------------------------------------------------------------------------
     def _added_time_ids(self, batch: int, cond: SVDConditioning) -> torch.Tensor:

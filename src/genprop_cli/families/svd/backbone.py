@@ -1,6 +1,6 @@
 """GenProp on Stable Video Diffusion's `UNetSpatioTemporalConditionModel`.
 
-Wiring (all through diffusers hooks, see `base.py`):
+Wiring (all through diffusers hooks, see `families/base.py`; what the hooks record is an `SVDCapture`):
 - the task embedding is added to the output of `unet.add_embedding`, i.e. to the time/conditioning embedding;
 - the SCE input is the backbone's `conv_in` output (the backbone -> SCE feed) plus a projection of the
   original video's latents; it runs the copied down blocks (and mid block, when N covers it) just before
@@ -14,13 +14,14 @@ Wiring (all through diffusers hooks, see `base.py`):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 from diffusers.hooks import ModelHook
 from torch import nn
 
-from genprop_cli.models.backbones.base import Backbone, CallSlot, ForwardCall, last_samples
+from genprop_cli.families.base import Backbone, CallSlot, ForwardCall, last_samples
 
 if TYPE_CHECKING:
     from diffusers import UNetSpatioTemporalConditionModel
@@ -28,8 +29,20 @@ if TYPE_CHECKING:
     from genprop_cli.models.genprop import GenPropAdapter
 
 
-class SVDBackbone(Backbone):
+@dataclass
+class SVDCapture:
+    """What the SVD hooks record during one denoiser call, for the SCE and the MPD to run blocks on their own."""
+
+    conv_in: torch.Tensor | None = None  # (B*F, C, h, w): the conv_in output, as the first down block gets it
+    temb: torch.Tensor | None = None  # (B*F, D): the time/conditioning embedding, task vector included
+    image_only_indicator: torch.Tensor | None = None  # (B, F)
+    encoder_hidden_states: torch.Tensor | None = None  # (B*F, 1, D): the cross-attention context
+    last_up_kwargs: dict[str, Any] | None = None  # the last up block's keyword inputs, after injection
+
+
+class SVDBackbone(Backbone[SVDCapture]):
     family = "svd"
+    component = "unet"
     inject_input = True  # the conv_in output is a skip connection, as in ControlNet
 
     def __init__(self, unet: UNetSpatioTemporalConditionModel) -> None:
@@ -99,27 +112,30 @@ class SVDBackbone(Backbone):
         )
 
     # --- running blocks on their own ---------------------------------------------------------------
+    def new_capture(self) -> SVDCapture:
+        return SVDCapture()
+
     def run_encoder_block(
-        self, block: nn.Module, hidden: torch.Tensor, call: ForwardCall
+        self, block: nn.Module, hidden: torch.Tensor, call: ForwardCall[SVDCapture]
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        c = call.captured
-        kwargs: dict[str, Any] = {"temb": c["temb"], "image_only_indicator": c["image_only_indicator"]}
+        c = call.capture
+        kwargs: dict[str, Any] = {"temb": c.temb, "image_only_indicator": c.image_only_indicator}
         if getattr(block, "has_cross_attention", False):
-            kwargs["encoder_hidden_states"] = c["encoder_hidden_states"]
+            kwargs["encoder_hidden_states"] = c.encoder_hidden_states
         out = block(hidden_states=hidden, **kwargs)
         if isinstance(out, tuple):  # down blocks: (hidden, skip outputs)
             hidden, skips = out
             return hidden, list(skips)
         return out, [out]  # mid block
 
-    def run_decoder_block(self, block: nn.Module, call: ForwardCall) -> torch.Tensor:
-        kwargs = call.captured["last_up_kwargs"]
+    def run_decoder_block(self, block: nn.Module, call: ForwardCall[SVDCapture]) -> torch.Tensor:
+        kwargs = call.capture.last_up_kwargs
         if call.mask_samples is not None:  # frames are folded into the batch: (B*F, ...) rows, (B, F) indicator
             batch, frames = call.source_latents.shape[:2]
             kwargs = {k: last_samples(v, batch, call.mask_samples, frames) for k, v in kwargs.items()}
         return block(**kwargs)
 
-    def mask_logits_to_frames(self, logits: torch.Tensor, call: ForwardCall) -> torch.Tensor:
+    def mask_logits_to_frames(self, logits: torch.Tensor, call: ForwardCall[SVDCapture]) -> torch.Tensor:
         frames = call.source_latents.shape[1]
         return logits.reshape(-1, frames, *logits.shape[1:])
 
@@ -170,10 +186,10 @@ class _CaptureSCEInputs(ModelHook):
 
     def pre_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
         if self.slot.call is not None:
-            c = self.slot.call.captured
-            c["conv_in"] = kwargs["hidden_states"]
-            c["temb"] = kwargs["temb"]
-            c["image_only_indicator"] = kwargs["image_only_indicator"]
+            c: SVDCapture = self.slot.call.capture
+            c.conv_in = kwargs["hidden_states"]
+            c.temb = kwargs["temb"]
+            c.image_only_indicator = kwargs["image_only_indicator"]
         return args, kwargs
 
 
@@ -190,10 +206,10 @@ class _RunSCE(ModelHook):
     def pre_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
         call = self.slot.call
         if call is not None:
-            call.captured["encoder_hidden_states"] = kwargs["encoder_hidden_states"]
+            call.capture.encoder_hidden_states = kwargs["encoder_hidden_states"]
             flat = call.source_latents.flatten(0, 1)  # (B, F, C, h, w) -> (B*F, C, h, w)
             probe = call.probe.flatten(0, 1) if call.probe is not None else None
-            residuals = self.adapter.run_sce(flat, call.captured["conv_in"], self.backbone, call, probe)
+            residuals = self.adapter.run_sce(flat, call.capture.conv_in, self.backbone, call, probe)
             call.residuals = [r * call.sce_scale for r in residuals]
         return args, kwargs
 
@@ -229,6 +245,6 @@ class _InjectSkips(ModelHook):
             s + call.residuals[i] if i < self.num_skip_taps else s for s, i in zip(skips, self.skip_indices)
         )
         if self.run_mpd and call.predict_mask:
-            call.captured["last_up_kwargs"] = kwargs
+            call.capture.last_up_kwargs = kwargs
             call.mask_logits = self.adapter.mpd(self.backbone, call)
         return args, kwargs

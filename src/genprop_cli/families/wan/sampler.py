@@ -21,7 +21,6 @@ conditioning, so a scale > 1 amplifies the edited first frame, as in the SVD sam
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,17 +29,15 @@ import torch.nn.functional as F
 
 from genprop_cli.config import RuntimeOptions, Task
 from genprop_cli.errors import OptionError, WeightsError
-from genprop_cli.models.backbones import backbone_for
+from genprop_cli.families import Capabilities, backbone_for
+from genprop_cli.families.base import ChunkResult, StepCallback
 from genprop_cli.models.genprop import AdapterConfig, GenPropAdapter, GenPropDenoiser
-from genprop_cli.pipelines import ChunkResult
 from genprop_cli.pipelines.acceleration import (
     apply_runtime,
     compile_if_asked,
     enable_vae_tiling,
     set_attention_backend,
 )
-
-StepCallback = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -54,12 +51,13 @@ class WanAnchor:
 
 
 class GenPropWanPipeline:
-    """Frozen Wan components + a GenProp adapter; methods are the steps of propagating one chunk."""
+    """Frozen Wan components + a GenProp adapter; methods are the steps of propagating one chunk (a
+    `ChunkSampler`)."""
 
     family = "wan"
     # No `preserve`: its multistep scheduler (UniPC) keeps a history of model outputs that reset latents
     # would contradict; the pixel --composite works for every family.
-    supports_preserve = False
+    capabilities = Capabilities(vae_tiling=True, attention_backends=True, text=True)
 
     def __init__(
         self, wan_pipeline, adapter: GenPropAdapter | None = None, *, sce_blocks: int | None = None,
@@ -110,9 +108,9 @@ class GenPropWanPipeline:
         wan = WanImageToVideoPipeline.from_pretrained(
             str(backbone_dir), dtype=dtype, use_safetensors=True, variant=file_variant
         )
-        set_attention_backend(wan.transformer, cls.family, runtime.attention_backend)
+        set_attention_backend(wan.transformer, cls.capabilities, runtime.attention_backend)
         wan.vae.to(device, torch.float32)
-        enable_vae_tiling(wan.vae, cls.family, runtime.vae_tiling)
+        enable_vae_tiling(wan.vae, cls.capabilities, runtime.vae_tiling)
         if runtime.offload != "group":
             wan.transformer.to(device)
         if runtime.offload == "none":

@@ -12,8 +12,8 @@ from PIL import Image
 
 import third
 from clips import make_clip, pattern_frame
-from genprop_cli.api import Clip, GenProp, render
-from genprop_cli.config import PropagationOptions, Task
+from genprop_cli.api import Clip, GenProp, OutputOptions, RunRequest, render
+from genprop_cli.config import PropagationOptions
 from genprop_cli.errors import OptionError
 from genprop_cli.families import family_names, register_family, tiny_layouts, unregister_family
 from genprop_cli.random_tiny import build_random_tiny
@@ -90,8 +90,9 @@ def test_a_third_family_renders_a_clip_end_to_end(variant, tmp_path):
     assert model.pipeline.adapter.config.family == "third"  # the tiny builder wrote the family's own adapter
     video = make_clip(tmp_path / "clip.mp4", width=W, height=H, frames=40, audio=None)
     Image.fromarray(pattern_frame(0, W, H)[:, ::-1].copy()).save(tmp_path / "edited.png")
-    clip = Clip.open(video, tmp_path / "edited.png")
-    result = render(model, clip, tmp_path / "out.mp4", PropagationOptions(task=Task.EDIT, steps=1))
+    request = RunRequest(video=video, first_frames=(tmp_path / "edited.png",), options=PropagationOptions(steps=1),
+                         outputs=OutputOptions(output=tmp_path / "out.mp4"))  # fmt: skip
+    result = render(model, request)
     assert result.frames == 40 and model.pipeline.sampled == 2  # chunk 32, overlap 8: two chunks
     with av.open(str(tmp_path / "out.mp4")) as container:
         stream = container.streams.video[0]
@@ -99,7 +100,7 @@ def test_a_third_family_renders_a_clip_end_to_end(variant, tmp_path):
         assert sum(1 for _ in container.decode(stream)) == 40
     # --preserve follows the third family's capabilities, not those of the SVD sampler it reuses
     with pytest.raises(OptionError, match="--preserve is not available for third variants"):
-        next(model.propagate(clip, PropagationOptions(steps=1, preserve=True)))
+        next(model.propagate(Clip.open(video, tmp_path / "edited.png"), PropagationOptions(steps=1, preserve=True)))
 
 
 def test_training_refuses_a_family_registered_without_an_objective(variant):

@@ -542,6 +542,30 @@ def _export(adapter, ema: EMA | None, params: list[torch.nn.Parameter], path: Pa
             p.copy_(b)
 
 
+def export_checkpoint(checkpoint: Path, destination: Path, *, use_ema: bool = True) -> Path:
+    """Writes the adapter file of a run's checkpoint (its EMA weights when the run keeps an EMA and `use_ema`),
+    so a run can be evaluated while it trains, or from the checkpoint a session committed."""
+    from safetensors.torch import load_file
+
+    checkpoint = Path(checkpoint)
+    saved = json.loads((checkpoint / "trainer_state.json").read_text())
+    config = TrainConfig.from_dict({**saved["config"], "output": str(checkpoint.parent.parent), "device": "cpu"})
+    adapter = _load_pipeline(config, torch.device("cpu")).denoiser.adapter
+    state = load_file(checkpoint / "model.safetensors")
+    adapter.load_state_dict({k.removeprefix(ADAPTER_PREFIX): v for k, v in state.items()}, strict=True)
+    ema_file = checkpoint / "custom_checkpoint_0.pkl"  # Accelerate's name for the first registered object
+    if use_ema and config.ema_decay and ema_file.is_file():
+        shadow = torch.load(ema_file, map_location="cpu", weights_only=True)["shadow"]
+        params = [p for p in adapter.parameters() if p.requires_grad]
+        if len(shadow) != len(params):
+            raise GenPropError(f"{ema_file} holds {len(shadow)} EMA tensors for {len(params)} adapter parameters")
+        with torch.no_grad():
+            for p, s in zip(params, shadow):
+                p.copy_(s)
+    adapter.save(Path(destination))
+    return Path(destination)
+
+
 def describe(config: TrainConfig) -> str:
     """One line for the log: what is being trained, with which data mix."""
     mix = config.augment

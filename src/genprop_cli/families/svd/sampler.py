@@ -22,13 +22,8 @@ from genprop_cli.config import RuntimeOptions, Task
 from genprop_cli.errors import OptionError
 from genprop_cli.families import Capabilities, backbone_for
 from genprop_cli.families.base import ChunkResult, StepCallback
-from genprop_cli.models.genprop import AdapterConfig, GenPropAdapter, GenPropDenoiser
-from genprop_cli.pipelines.acceleration import (
-    apply_runtime,
-    compile_if_asked,
-    enable_vae_tiling,
-    set_attention_backend,
-)
+from genprop_cli.models.genprop import GenPropAdapter
+from genprop_cli.pipelines.assembly import attach_adapter, load_sampler
 
 
 @dataclass(frozen=True)
@@ -74,7 +69,7 @@ class GenPropSVDPipeline:
     `ChunkSampler`)."""
 
     family = "svd"
-    # preserve: `generate(preserve=True)` anchors the latents outside the MPD's region to the source's
+    # preserve: `sample_chunk(preserve=True)` anchors the latents outside the MPD's region to the source's
     capabilities = Capabilities(preserve=True)
 
     def __init__(
@@ -95,17 +90,10 @@ class GenPropSVDPipeline:
         self.unet = svd_pipeline.unet
         self._device = torch.device(device) if device is not None else self.unet.device
         self.backbone = backbone_for(self.family, self.unet)
-        if adapter is None:
-            blocks = sce_blocks or self.backbone.default_sce_blocks
-            adapter = GenPropAdapter(self.backbone, AdapterConfig(family=self.family, sce_blocks=blocks))
-        adapter = adapter.to(self._device, self.unet.dtype)
-        compile_if_asked(self.backbone, adapter, runtime)  # before attaching: the hooks stay outside compiled code
-        self.adapter = adapter  # what GenProp trains; `denoiser` is the backbone with it attached
-        self.denoiser = GenPropDenoiser(self.backbone, adapter)
-        for module in (self.vae, self.image_encoder, self.unet):
-            module.requires_grad_(False).eval()
-        adapter.eval()
-        self.offload = apply_runtime(self.backbone, adapter, self._device, runtime)
+        self.adapter, self.denoiser, self.offload = attach_adapter(
+            self.backbone, adapter, sce_blocks=sce_blocks, device=self._device, dtype=self.unet.dtype, runtime=runtime,
+            frozen=(self.vae, self.image_encoder, self.unet),
+        )  # fmt: skip
 
     @classmethod
     def from_pretrained(
@@ -123,20 +111,10 @@ class GenPropSVDPipeline:
         one, a zero-initialised adapter copying `sce_blocks` blocks (default: all encoder blocks)."""
         from diffusers import StableVideoDiffusionPipeline
 
-        svd = StableVideoDiffusionPipeline.from_pretrained(
-            str(backbone_dir), dtype=dtype, use_safetensors=True, variant=file_variant
-        )
-        set_attention_backend(svd.unet, cls.capabilities, runtime.attention_backend)
-        enable_vae_tiling(svd.vae, cls.capabilities, runtime.vae_tiling)
-        svd.vae.to(device)
-        if runtime.offload != "group":
-            svd.unet.to(device)
-        if runtime.offload == "none":
-            svd.image_encoder.to(device)
-        adapter = None
-        if adapter_file is not None:
-            adapter = GenPropAdapter.load(adapter_file, backbone_for(cls.family, svd.unet))
-        return cls(svd, adapter, sce_blocks=sce_blocks, device=device, runtime=runtime)
+        return load_sampler(
+            cls, StableVideoDiffusionPipeline, backbone_dir, adapter_file, device=device, dtype=dtype,
+            file_variant=file_variant, sce_blocks=sce_blocks, runtime=runtime, encoders=("image_encoder",),
+        )  # fmt: skip
 
     @property
     def device(self) -> torch.device:

@@ -195,6 +195,13 @@ class GenPropSVDPipeline:
         """The latent the previous chunk generated at this chunk's start, used directly (no VAE round trip)."""
         return self.conditioning_from_latent(result.latents[offset])
 
+    # --- sampling ----------------------------------------------------------------------------------
+    def _added_time_ids(self, batch: int, cond: SVDConditioning) -> torch.Tensor:
+        # SVD was trained on fps - 1 (see diffusers' SVD pipeline).
+        ids = torch.tensor([[cond.fps - 1, cond.motion_bucket_id, cond.noise_aug_strength]], dtype=self.dtype)
+        return ids.repeat(batch, 1).to(self.device)
+
+    @torch.no_grad()
     def sample_chunk(
         self,
         *,
@@ -209,36 +216,9 @@ class GenPropSVDPipeline:
         preserve: bool = False,
         on_step: StepCallback | None = None,
     ) -> ChunkResult:
-        """`generate` with the contract's names: `condition` is the conditioning latent, `anchor` the CLIP embedding."""
-        return self.generate(
-            source_latents=source_latents, condition_latent=condition, image_embeds=anchor, task=task, steps=steps,
-            guidance=guidance, generator=generator, sce_scale=sce_scale, preserve=preserve, on_step=on_step,
-        )  # fmt: skip
-
-    # --- sampling ----------------------------------------------------------------------------------
-    def _added_time_ids(self, batch: int, cond: SVDConditioning) -> torch.Tensor:
-        # SVD was trained on fps - 1 (see diffusers' SVD pipeline).
-        ids = torch.tensor([[cond.fps - 1, cond.motion_bucket_id, cond.noise_aug_strength]], dtype=self.dtype)
-        return ids.repeat(batch, 1).to(self.device)
-
-    @torch.no_grad()
-    def generate(
-        self,
-        *,
-        source_latents: torch.Tensor,
-        condition_latent: torch.Tensor,
-        image_embeds: torch.Tensor,
-        task: Task,
-        steps: int,
-        guidance: float,
-        generator: torch.Generator | None = None,
-        sce_scale: float = 1.0,
-        preserve: bool = False,
-        on_step: StepCallback | None = None,
-    ) -> ChunkResult:
-        """Denoises one chunk. `source_latents` (F, C, h, w) scaled; `condition_latent` (C, h, w) unscaled.
-        With `preserve`, after every step the latents outside the region the MPD marks as modified are reset
-        to the source's, noised to the step's level (`keep_unmodified`)."""
+        """Denoises one chunk. `source_latents` (F, C, h, w) scaled; `condition` the conditioning latent (C, h, w),
+        unscaled; `anchor` the CLIP embedding. With `preserve`, after every step the latents outside the region
+        the MPD marks as modified are reset to the source's, noised to the step's level (`keep_unmodified`)."""
         frames, channels, h, w = source_latents.shape
         use_cfg = guidance > 1.0
         batch = 2 if use_cfg else 1
@@ -250,8 +230,8 @@ class GenPropSVDPipeline:
         # Drawn after the initial noise, so that preserve=False samples exactly what it did without the option.
         known_noise = torch.randn(shape, generator=generator, device=self.device, dtype=torch.float32) if preserve else None
 
-        image_latents = condition_latent[None, None].expand(1, frames, -1, -1, -1)
-        context = image_embeds
+        image_latents = condition[None, None].expand(1, frames, -1, -1, -1)
+        context = anchor
         if use_cfg:  # unconditional branch first, as in the stock pipeline: no frame, no CLIP context
             image_latents = torch.cat([torch.zeros_like(image_latents), image_latents])
             context = torch.cat([torch.zeros_like(context), context])

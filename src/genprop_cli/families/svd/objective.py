@@ -17,7 +17,12 @@ from __future__ import annotations
 import torch
 
 from genprop_cli.training.losses import LossTerms, LossWeights, combine
-from genprop_cli.training.objective import FirstFrame, NoiseSchedule, TrainingBatch, encode_batch
+from genprop_cli.training.objective import (
+    FirstFrame,
+    NoiseSchedule,
+    TrainingBatch,
+    encode_batch,
+)
 
 
 def encode_pairs(pipeline, pairs, generator: torch.Generator) -> TrainingBatch:

@@ -19,7 +19,12 @@ from __future__ import annotations
 import torch
 
 from genprop_cli.training.losses import LossTerms, LossWeights, combine
-from genprop_cli.training.objective import FirstFrame, NoiseSchedule, TrainingBatch, encode_batch
+from genprop_cli.training.objective import (
+    FirstFrame,
+    NoiseSchedule,
+    TrainingBatch,
+    encode_batch,
+)
 
 
 def flow_objective(pipeline, schedule: NoiseSchedule) -> FlowObjective:

@@ -47,9 +47,9 @@ def backbone_alone(model: GenProp, video: np.ndarray, steps: int, seed: int = 0)
     size = (video.shape[2], video.shape[1])
     frames = to_model_frames(list(video), size)
     generator = torch.Generator(device=pipe.device).manual_seed(seed)
-    result = pipe.generate(
-        source_latents=pipe.encode_frames(frames), condition_latent=pipe.encode_condition(frames[0], generator),
-        image_embeds=pipe.embed_image(frames[0]), task=Task.EDIT, steps=steps, guidance=1.0, generator=generator,
+    result = pipe.sample_chunk(
+        source_latents=pipe.encode_frames(frames), condition=pipe.encode_condition(frames[0], generator),
+        anchor=pipe.embed_image(frames[0]), task=Task.EDIT, steps=steps, guidance=1.0, generator=generator,
         sce_scale=0.0,
     )  # fmt: skip
     return to_uint8(pipe.decode_latents(result.latents))

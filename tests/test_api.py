@@ -84,14 +84,14 @@ def test_unset_chunk_and_overlap_come_from_the_variant_and_given_ones_win(model,
 
 def test_each_chunk_is_conditioned_on_the_previous_chunks_generated_frame(model, clip, monkeypatch):
     calls = []
-    original = model.pipeline.generate
+    original = model.pipeline.sample_chunk
 
     def spy(**kwargs):
         result = original(**kwargs)
-        calls.append((kwargs["condition_latent"].clone(), result.latents.clone()))
+        calls.append((kwargs["condition"].clone(), result.latents.clone()))
         return result
 
-    monkeypatch.setattr(model.pipeline, "generate", spy)
+    monkeypatch.setattr(model.pipeline, "sample_chunk", spy)
     list(model.propagate(clip, PropagationOptions(task=Task.REMOVE, steps=1, chunk=32, overlap=8)))
     assert len(calls) == 2
     (_, first_latents), (second_condition, _) = calls
@@ -101,14 +101,14 @@ def test_each_chunk_is_conditioned_on_the_previous_chunks_generated_frame(model,
 
 def test_composite_takes_unmodified_pixels_from_the_source(model, clip, monkeypatch):
     # Force the MPD to say "nothing modified": the composite must then be the source itself.
-    original = model.pipeline.generate
+    original = model.pipeline.sample_chunk
 
     def unmodified(**kwargs):
         result = original(**kwargs)
         result.mask.zero_()
         return result
 
-    monkeypatch.setattr(model.pipeline, "generate", unmodified)
+    monkeypatch.setattr(model.pipeline, "sample_chunk", unmodified)
     frames = list(model.propagate(clip, PropagationOptions(steps=1, composite=True)))
     from genprop_cli.video_io import iter_frames
 
@@ -194,8 +194,8 @@ def test_a_clip_held_in_memory_propagates_like_one_read_from_a_file(model, tmp_p
 
 def test_preserve_reaches_the_sampler_and_is_refused_where_it_cannot_work(model, clip, monkeypatch):
     seen = []
-    original = model.pipeline.generate
-    monkeypatch.setattr(model.pipeline, "generate", lambda **kw: seen.append(kw["preserve"]) or original(**kw))
+    original = model.pipeline.sample_chunk
+    monkeypatch.setattr(model.pipeline, "sample_chunk", lambda **kw: seen.append(kw["preserve"]) or original(**kw))
     list(model.propagate(clip, PropagationOptions(task=Task.EDIT, steps=1, preserve=True)))
     assert seen == [True, True]
     wan = GenProp.load("random-tiny-wan", device="cpu")
@@ -206,7 +206,7 @@ def test_preserve_reaches_the_sampler_and_is_refused_where_it_cannot_work(model,
 def test_a_task_the_adapter_was_not_trained_for_is_refused_before_any_work(model, clip, tmp_path, monkeypatch):
     adapter = model.pipeline.denoiser.adapter
     monkeypatch.setattr(adapter, "config", dataclasses.replace(adapter.config, tasks=("edit",)))
-    monkeypatch.setattr(model.pipeline, "generate", lambda **kw: pytest.fail("sampled despite the unknown task"))
+    monkeypatch.setattr(model.pipeline, "sample_chunk", lambda **kw: pytest.fail("sampled despite the unknown task"))
     with pytest.raises(WeightsError, match="not trained for the 'remove' task"):
         next(model.propagate(clip, PropagationOptions(task=Task.REMOVE)))
     with pytest.raises(WeightsError, match="not trained for the 'track' task"):

@@ -26,10 +26,10 @@ def frames():
 def run(pipe, frames, seed=0, guidance=1.0, task=Task.REMOVE, steps=2):
     g = torch.Generator().manual_seed(seed)
     source = pipe.encode_frames(frames)
-    return pipe.generate(
+    return pipe.sample_chunk(
         source_latents=source,
-        condition_latent=pipe.encode_condition(frames[0], g, noise_aug=0.02),
-        image_embeds=pipe.embed_image(frames[0]),
+        condition=pipe.encode_condition(frames[0], g, noise_aug=0.02),
+        anchor=pipe.embed_image(frames[0]),
         task=task,
         steps=steps,
         guidance=guidance,
@@ -47,13 +47,13 @@ def test_latent_geometry_and_round_trip_shapes(pipe, frames):
 
 
 @pytest.mark.parametrize("guidance", [1.0, 20.0])
-def test_generate_returns_latents_and_a_mask_per_frame(pipe, frames, guidance):
+def test_sample_chunk_returns_latents_and_a_mask_per_frame(pipe, frames, guidance):
     steps_seen = []
     g = torch.Generator().manual_seed(0)
-    result = pipe.generate(
+    result = pipe.sample_chunk(
         source_latents=pipe.encode_frames(frames),
-        condition_latent=pipe.encode_condition(frames[0], g, 0.02),
-        image_embeds=pipe.embed_image(frames[0]),
+        condition=pipe.encode_condition(frames[0], g, 0.02),
+        anchor=pipe.embed_image(frames[0]),
         task=Task.TRACK,
         steps=3,
         guidance=guidance,
@@ -108,9 +108,9 @@ class _ForcedMask(torch.nn.Module):
 def run_preserve(pipe, frames, preserve: bool, guidance: float = 1.0):
     g = torch.Generator().manual_seed(5)
     source = pipe.encode_frames(frames)
-    result = pipe.generate(
-        source_latents=source, condition_latent=pipe.encode_condition(frames[0], g, noise_aug=0.02),
-        image_embeds=pipe.embed_image(frames[0]), task=Task.EDIT, steps=3, guidance=guidance, generator=g,
+    result = pipe.sample_chunk(
+        source_latents=source, condition=pipe.encode_condition(frames[0], g, noise_aug=0.02),
+        anchor=pipe.embed_image(frames[0]), task=Task.EDIT, steps=3, guidance=guidance, generator=g,
         preserve=preserve,
     )  # fmt: skip
     return source, result

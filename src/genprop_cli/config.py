@@ -10,7 +10,7 @@ Imports stay light (no torch, numpy or PyAV): `genprop --help` builds its comman
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from enum import Enum
 from pathlib import Path
@@ -64,6 +64,21 @@ def from_values(cls: type, values: dict[str, Any], base: Any = None) -> Any:
     """An instance of `cls` (or `base` with changes) from the entries of `values` that name its fields."""
     own = {f.name: values[f.name] for f in fields(cls) if f.name in values}
     return replace(base, **own) if base is not None else cls(**own)
+
+
+def reject_unknown(cls: type, raw: Mapping[str, Any], what: str) -> None:
+    """An OptionError naming the keys of `raw` that are not fields of the dataclass `cls`."""
+    unknown = sorted(set(raw) - {f.name for f in fields(cls)})
+    if unknown:
+        raise OptionError(f"unknown {what}(s): {', '.join(unknown)}")
+
+
+def require_at_least_one(config: object, names: Iterable[str]) -> None:
+    """An OptionError for the first of these fields of `config` below 1 (None, left to a default, passes)."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise OptionError(f"{name} must be at least 1, got {value}")
 
 
 def field_default(f: Field) -> Any:

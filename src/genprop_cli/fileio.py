@@ -1,4 +1,4 @@
-"""Writing files and folders so that no reader ever sees half of one, and hashing files.
+"""Writing files and folders so that no reader ever sees half of one, hashing files, and reading JSON input.
 
 Every writer in the package goes through here: a temp name beside the target (same folder, so the
 final os.replace is atomic), renamed into place only once complete and removed on any failure.
@@ -7,12 +7,16 @@ final os.replace is atomic), renamed into place only once complete and removed o
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from genprop_cli.errors import InputError
 
 PARTIAL = ".partial-"
 HASH_BLOCK = 1 << 20
@@ -111,3 +115,13 @@ def sha256_file(path: Path) -> str:
         while chunk := handle.read(HASH_BLOCK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def read_json(path: Path, what: str = "") -> Any:
+    """A JSON file's content, or an InputError naming the file, as `what` (e.g. "annotation file ") plus its path."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise InputError(f"{what}{path} does not exist") from error
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"cannot read {what}{path}: {error}") from error

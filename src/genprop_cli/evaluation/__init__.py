@@ -7,32 +7,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from genprop_cli.evaluation.metrics import (
-    boundary_f,
-    iou,
-    jaccard_and_f,
-    masks_from_marker,
-    psnr,
-    psnr_m,
-    removal_residual,
-    ssim,
-)
+from genprop_cli.evaluation import metrics
+from genprop_cli.evaluation.metrics import *
 
 if TYPE_CHECKING:
     from genprop_cli.evaluation.clip_score import ClipScorer, ImageTransform
 
-__all__ = [
-    "ClipScorer",
-    "ImageTransform",
-    "boundary_f",
-    "iou",
-    "jaccard_and_f",
-    "masks_from_marker",
-    "psnr",
-    "psnr_m",
-    "removal_residual",
-    "ssim",
-]
+__all__ = ["ClipScorer", "ImageTransform"] + metrics.__all__
 
 _LAZY = {"ClipScorer", "ImageTransform"}
 

@@ -26,6 +26,7 @@ from PIL import Image
 
 from genprop_cli.config import Task
 from genprop_cli.errors import InputError
+from genprop_cli.fileio import read_json
 from genprop_cli.toy.world import (
     DEFAULT_FRAMES,
     DEFAULT_SIZE,
@@ -308,12 +309,7 @@ def _write_json(path: Path, document: dict[str, Any]) -> None:
 
 def _read_json(path: Path) -> dict[str, Any]:
     """Parse a JSON object, or raise InputError."""
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as error:
-        raise InputError(f"{path} does not exist") from error
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"cannot read {path}: {error}") from error
+    document = read_json(path)
     if not isinstance(document, dict):
         raise InputError(f"{path} is not a JSON object")
     return document

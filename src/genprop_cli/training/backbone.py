@@ -18,19 +18,20 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from genprop_cli.config import reject_unknown, require_at_least_one
 from genprop_cli.errors import OptionError
 from genprop_cli.fileio import atomic_folder
 from genprop_cli.families.svd.objective import edm_denoised, edm_noisy_input, sample_sigma
 from genprop_cli.families.svd.sampler import decode_vae
 from genprop_cli.training.data import ClipSpec, open_dataset, sample_clip
-from genprop_cli.training.ema import EMA
+from genprop_cli.training.ema import EMA, check_decay
 from genprop_cli.training.objective import NoiseSchedule, to_model_frames
 
 LogFn = Callable[[dict[str, Any]], None]
@@ -150,11 +151,9 @@ class BackboneTrainConfig:
     def __post_init__(self) -> None:
         if self.mixed_precision not in ("no", "bf16"):
             raise OptionError(f"mixed_precision must be no or bf16, got {self.mixed_precision!r}")
-        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
-            raise OptionError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
-        for name in ("frames", "size", "vae_steps", "unet_steps", "batch_size", "vae_batch_clips", "vae_frames"):
-            if getattr(self, name) < 1:
-                raise OptionError(f"{name} must be at least 1, got {getattr(self, name)}")
+        check_decay(self.ema_decay)
+        counts = ("frames", "size", "vae_steps", "unet_steps", "batch_size", "vae_batch_clips", "vae_frames")
+        require_at_least_one(self, counts)
         if self.vae_crop % 8 or self.vae_crop < 8:
             raise OptionError(f"vae_crop must be a multiple of 8, got {self.vae_crop}")
         if self.size % 16:
@@ -164,10 +163,7 @@ class BackboneTrainConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> BackboneTrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise OptionError(f"unknown backbone training option(s): {', '.join(unknown)}")
+        reject_unknown(cls, raw, "backbone training option")
         raw = dict(raw)
         if isinstance(raw.get("architecture"), dict):
             arch = {k: tuple(v) if isinstance(v, list) else v for k, v in raw["architecture"].items()}

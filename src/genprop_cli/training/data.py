@@ -14,7 +14,6 @@ COCO RLE (both the uncompressed counts list and the compressed string) and polyg
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterable
@@ -26,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from genprop_cli.errors import InputError, OptionError
+from genprop_cli.fileio import read_json
 
 __all__ = [
     "ClipSpec",
@@ -538,12 +538,7 @@ def _find_json(root: Path) -> Path:
 
 def _load_json(path: Path) -> dict[str, Any]:
     """Parse the YT-VIS annotation file."""
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as error:
-        raise InputError(f"annotation file {path} does not exist") from error
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"cannot read annotation file {path}: {error}") from error
+    document = read_json(path, "annotation file ")
     if not isinstance(document, dict) or not isinstance(document.get("videos"), list):
         raise InputError(f"{path} is not a YouTube-VIS annotation file: it has no \"videos\" list")
     return document

@@ -6,6 +6,14 @@ from typing import Any
 
 import torch
 
+from genprop_cli.errors import OptionError
+
+
+def check_decay(decay: float | None) -> None:
+    """An OptionError unless a configured `ema_decay` is None (no EMA) or in (0, 1)."""
+    if decay is not None and not 0 < decay < 1:
+        raise OptionError(f"ema_decay must be in (0, 1), got {decay}")
+
 
 class EMA:
     """Exponential moving average of weights (a checkpointable object for Accelerate).

@@ -7,15 +7,19 @@ Each family's objective lives in its folder (`families/svd/objective.py`: EDM v-
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
 
 from genprop_cli.errors import OptionError
 from genprop_cli.families import get_family
-from genprop_cli.training.losses import LossTerms, LossWeights
+from genprop_cli.training.losses import LossTerms, LossWeights, latent_mask
+
+if TYPE_CHECKING:
+    from genprop_cli.training.augment import SyntheticPair
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,40 @@ class Objective(Protocol):
 def to_model_frames(clip: np.ndarray) -> torch.Tensor:
     """(F, H, W, 3) uint8 -> (F, 3, H, W) float in [-1, 1]."""
     return torch.from_numpy(np.ascontiguousarray(clip)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+#: A family's part of one encoded pair: the first-frame condition, the image embedding (None without an image
+#: encoder) and the pair's mask at pixel resolution, one per latent frame.
+FirstFrame = tuple[torch.Tensor, "torch.Tensor | None", torch.Tensor]
+#: (pair, its original frames (F, 3, H, W) in [-1, 1], their latents) -> the family's `FirstFrame`.
+PairConditioning = Callable[["SyntheticPair", torch.Tensor, torch.Tensor], FirstFrame]
+
+
+@torch.no_grad()
+def encode_batch(pipeline, pairs: Sequence[SyntheticPair], conditioning: PairConditioning) -> TrainingBatch:
+    """Runs a sampler's frozen encoders on `SyntheticPair`s: the latents of the original clip (target) and the
+    synthetic one (source) here, `conditioning` for the rest, in that order; the masks go to the latent grid."""
+    targets, sources, conditions, embeds, masks, tasks = [], [], [], [], [], []
+    for pair in pairs:
+        original = to_model_frames(pair.original)
+        target = pipeline.encode_frames(original)
+        targets.append(target)
+        sources.append(pipeline.encode_frames(to_model_frames(pair.edited)))
+        condition, embed, mask = conditioning(pair, original, target)
+        conditions.append(condition)
+        embeds.append(embed)
+        masks.append(mask)
+        tasks.append(pipeline.adapter.task_id(pair.task))
+    target = torch.stack(targets)
+    device = target.device
+    return TrainingBatch(
+        target=target,
+        source=torch.stack(sources),
+        condition=torch.stack(conditions),
+        image_embeds=torch.stack(embeds) if embeds[0] is not None else None,
+        mask=latent_mask(torch.stack(masks).to(device), tuple(target.shape[-2:])),
+        task_ids=torch.tensor(tasks, device=device),
+    )
 
 
 def objective_for(pipeline, schedule: NoiseSchedule = NoiseSchedule()) -> Objective:

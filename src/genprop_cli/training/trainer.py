@@ -20,7 +20,7 @@ import resource
 import shutil
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +32,12 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+from genprop_cli.config import reject_unknown, require_at_least_one
 from genprop_cli.errors import GenPropError, OptionError
 from genprop_cli.fileio import partial_path, replace_folder
 from genprop_cli.training.augment import AugmentConfig, PairSampler
 from genprop_cli.training.data import ClipSpec, open_dataset, sample_clip
-from genprop_cli.training.ema import EMA
+from genprop_cli.training.ema import EMA, check_decay
 from genprop_cli.training.losses import LossWeights
 from genprop_cli.training.objective import NoiseSchedule, objective_for
 
@@ -92,15 +93,13 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.format not in ("davis", "ytvis"):
             raise OptionError(f"--format must be davis or ytvis, got {self.format!r}")
-        for name in ("steps", "batch_size", "grad_accum", "frames", "width", "height", "save_every", "log_every"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise OptionError(f"{name} must be at least 1, got {getattr(self, name)}")
+        counts = ("steps", "batch_size", "grad_accum", "frames", "width", "height", "save_every", "log_every")
+        require_at_least_one(self, counts)
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise OptionError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
         if self.device not in ("auto", "cpu"):
             raise OptionError(f"training --device must be auto or cpu (GPUs are chosen by accelerate), got {self.device!r}")
-        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
-            raise OptionError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        check_decay(self.ema_decay)
 
     @classmethod
     def from_toml(cls, path: Path, **overrides: Any) -> TrainConfig:
@@ -110,10 +109,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise OptionError(f"unknown training option(s): {', '.join(unknown)}")
+        reject_unknown(cls, raw, "training option")
         nested = {"loss": LossWeights, "augment": AugmentConfig, "noise": NoiseSchedule}
         try:
             values = {k: (nested[k](**v) if k in nested and isinstance(v, dict) else v) for k, v in raw.items()}

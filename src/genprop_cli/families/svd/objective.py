@@ -16,32 +16,23 @@ from __future__ import annotations
 
 import torch
 
-from genprop_cli.training.losses import LossTerms, LossWeights, combine, latent_mask
-from genprop_cli.training.objective import NoiseSchedule, TrainingBatch, to_model_frames
+from genprop_cli.training.losses import LossTerms, LossWeights, combine
+from genprop_cli.training.objective import (
+    FirstFrame,
+    NoiseSchedule,
+    TrainingBatch,
+    encode_batch,
+)
 
 
-@torch.no_grad()
 def encode_pairs(pipeline, pairs, generator: torch.Generator) -> TrainingBatch:
     """Runs the frozen VAE / CLIP encoders on a list of `SyntheticPair`s."""
-    targets, sources, conditions, embeds, masks, tasks = [], [], [], [], [], []
-    for pair in pairs:
-        original = to_model_frames(pair.original)
-        targets.append(pipeline.encode_frames(original))
-        sources.append(pipeline.encode_frames(to_model_frames(pair.edited)))
-        conditions.append(pipeline.encode_condition(original[0], generator))
-        embeds.append(pipeline.embed_image(original[0]))
-        masks.append(torch.from_numpy(pair.mask))
-        tasks.append(pipeline.adapter.task_id(pair.task))
-    target = torch.stack(targets)
-    device = target.device
-    return TrainingBatch(
-        target=target,
-        source=torch.stack(sources),
-        condition=torch.stack(conditions),
-        image_embeds=torch.cat(embeds),
-        mask=latent_mask(torch.stack(masks).to(device), tuple(target.shape[-2:])),
-        task_ids=torch.tensor(tasks, device=device),
-    )
+
+    def first_frame(pair, original: torch.Tensor, target: torch.Tensor) -> FirstFrame:
+        condition = pipeline.encode_condition(original[0], generator)
+        return condition, pipeline.embed_image(original[0])[0], torch.from_numpy(pair.mask)
+
+    return encode_batch(pipeline, pairs, first_frame)
 
 
 def sample_sigma(schedule: NoiseSchedule, batch: int, generator: torch.Generator, device) -> torch.Tensor:

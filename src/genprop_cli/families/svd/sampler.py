@@ -22,13 +22,8 @@ from genprop_cli.config import RuntimeOptions, Task
 from genprop_cli.errors import OptionError
 from genprop_cli.families import Capabilities, backbone_for
 from genprop_cli.families.base import ChunkResult, StepCallback
-from genprop_cli.models.genprop import AdapterConfig, GenPropAdapter, GenPropDenoiser
-from genprop_cli.pipelines.acceleration import (
-    apply_runtime,
-    compile_if_asked,
-    enable_vae_tiling,
-    set_attention_backend,
-)
+from genprop_cli.models.genprop import GenPropAdapter
+from genprop_cli.pipelines.assembly import attach_adapter, load_sampler
 
 
 @dataclass(frozen=True)
@@ -74,7 +69,7 @@ class GenPropSVDPipeline:
     `ChunkSampler`)."""
 
     family = "svd"
-    # preserve: `generate(preserve=True)` anchors the latents outside the MPD's region to the source's
+    # preserve: `sample_chunk(preserve=True)` anchors the latents outside the MPD's region to the source's
     capabilities = Capabilities(preserve=True)
 
     def __init__(
@@ -95,17 +90,10 @@ class GenPropSVDPipeline:
         self.unet = svd_pipeline.unet
         self._device = torch.device(device) if device is not None else self.unet.device
         self.backbone = backbone_for(self.family, self.unet)
-        if adapter is None:
-            blocks = sce_blocks or self.backbone.default_sce_blocks
-            adapter = GenPropAdapter(self.backbone, AdapterConfig(family=self.family, sce_blocks=blocks))
-        adapter = adapter.to(self._device, self.unet.dtype)
-        compile_if_asked(self.backbone, adapter, runtime)  # before attaching: the hooks stay outside compiled code
-        self.adapter = adapter  # what GenProp trains; `denoiser` is the backbone with it attached
-        self.denoiser = GenPropDenoiser(self.backbone, adapter)
-        for module in (self.vae, self.image_encoder, self.unet):
-            module.requires_grad_(False).eval()
-        adapter.eval()
-        self.offload = apply_runtime(self.backbone, adapter, self._device, runtime)
+        self.adapter, self.denoiser, self.offload = attach_adapter(
+            self.backbone, adapter, sce_blocks=sce_blocks, device=self._device, dtype=self.unet.dtype, runtime=runtime,
+            frozen=(self.vae, self.image_encoder, self.unet),
+        )  # fmt: skip
 
     @classmethod
     def from_pretrained(
@@ -123,20 +111,10 @@ class GenPropSVDPipeline:
         one, a zero-initialised adapter copying `sce_blocks` blocks (default: all encoder blocks)."""
         from diffusers import StableVideoDiffusionPipeline
 
-        svd = StableVideoDiffusionPipeline.from_pretrained(
-            str(backbone_dir), dtype=dtype, use_safetensors=True, variant=file_variant
-        )
-        set_attention_backend(svd.unet, cls.capabilities, runtime.attention_backend)
-        enable_vae_tiling(svd.vae, cls.capabilities, runtime.vae_tiling)
-        svd.vae.to(device)
-        if runtime.offload != "group":
-            svd.unet.to(device)
-        if runtime.offload == "none":
-            svd.image_encoder.to(device)
-        adapter = None
-        if adapter_file is not None:
-            adapter = GenPropAdapter.load(adapter_file, backbone_for(cls.family, svd.unet))
-        return cls(svd, adapter, sce_blocks=sce_blocks, device=device, runtime=runtime)
+        return load_sampler(
+            cls, StableVideoDiffusionPipeline, backbone_dir, adapter_file, device=device, dtype=dtype,
+            file_variant=file_variant, sce_blocks=sce_blocks, runtime=runtime, encoders=("image_encoder",),
+        )  # fmt: skip
 
     @property
     def device(self) -> torch.device:
@@ -217,6 +195,13 @@ class GenPropSVDPipeline:
         """The latent the previous chunk generated at this chunk's start, used directly (no VAE round trip)."""
         return self.conditioning_from_latent(result.latents[offset])
 
+    # --- sampling ----------------------------------------------------------------------------------
+    def _added_time_ids(self, batch: int, cond: SVDConditioning) -> torch.Tensor:
+        # SVD was trained on fps - 1 (see diffusers' SVD pipeline).
+        ids = torch.tensor([[cond.fps - 1, cond.motion_bucket_id, cond.noise_aug_strength]], dtype=self.dtype)
+        return ids.repeat(batch, 1).to(self.device)
+
+    @torch.no_grad()
     def sample_chunk(
         self,
         *,
@@ -231,36 +216,9 @@ class GenPropSVDPipeline:
         preserve: bool = False,
         on_step: StepCallback | None = None,
     ) -> ChunkResult:
-        """`generate` with the contract's names: `condition` is the conditioning latent, `anchor` the CLIP embedding."""
-        return self.generate(
-            source_latents=source_latents, condition_latent=condition, image_embeds=anchor, task=task, steps=steps,
-            guidance=guidance, generator=generator, sce_scale=sce_scale, preserve=preserve, on_step=on_step,
-        )  # fmt: skip
-
-    # --- sampling ----------------------------------------------------------------------------------
-    def _added_time_ids(self, batch: int, cond: SVDConditioning) -> torch.Tensor:
-        # SVD was trained on fps - 1 (see diffusers' SVD pipeline).
-        ids = torch.tensor([[cond.fps - 1, cond.motion_bucket_id, cond.noise_aug_strength]], dtype=self.dtype)
-        return ids.repeat(batch, 1).to(self.device)
-
-    @torch.no_grad()
-    def generate(
-        self,
-        *,
-        source_latents: torch.Tensor,
-        condition_latent: torch.Tensor,
-        image_embeds: torch.Tensor,
-        task: Task,
-        steps: int,
-        guidance: float,
-        generator: torch.Generator | None = None,
-        sce_scale: float = 1.0,
-        preserve: bool = False,
-        on_step: StepCallback | None = None,
-    ) -> ChunkResult:
-        """Denoises one chunk. `source_latents` (F, C, h, w) scaled; `condition_latent` (C, h, w) unscaled.
-        With `preserve`, after every step the latents outside the region the MPD marks as modified are reset
-        to the source's, noised to the step's level (`keep_unmodified`)."""
+        """Denoises one chunk. `source_latents` (F, C, h, w) scaled; `condition` the conditioning latent (C, h, w),
+        unscaled; `anchor` the CLIP embedding. With `preserve`, after every step the latents outside the region
+        the MPD marks as modified are reset to the source's, noised to the step's level (`keep_unmodified`)."""
         frames, channels, h, w = source_latents.shape
         use_cfg = guidance > 1.0
         batch = 2 if use_cfg else 1
@@ -272,8 +230,8 @@ class GenPropSVDPipeline:
         # Drawn after the initial noise, so that preserve=False samples exactly what it did without the option.
         known_noise = torch.randn(shape, generator=generator, device=self.device, dtype=torch.float32) if preserve else None
 
-        image_latents = condition_latent[None, None].expand(1, frames, -1, -1, -1)
-        context = image_embeds
+        image_latents = condition[None, None].expand(1, frames, -1, -1, -1)
+        context = anchor
         if use_cfg:  # unconditional branch first, as in the stock pipeline: no frame, no CLIP context
             image_latents = torch.cat([torch.zeros_like(image_latents), image_latents])
             context = torch.cat([torch.zeros_like(context), context])

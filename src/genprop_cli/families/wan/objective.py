@@ -18,8 +18,13 @@ from __future__ import annotations
 
 import torch
 
-from genprop_cli.training.losses import LossTerms, LossWeights, combine, latent_mask
-from genprop_cli.training.objective import NoiseSchedule, TrainingBatch, to_model_frames
+from genprop_cli.training.losses import LossTerms, LossWeights, combine
+from genprop_cli.training.objective import (
+    FirstFrame,
+    NoiseSchedule,
+    TrainingBatch,
+    encode_batch,
+)
 
 
 def flow_objective(pipeline, schedule: NoiseSchedule) -> FlowObjective:
@@ -42,30 +47,16 @@ class FlowObjective:
             self._prompt = self.pipeline.encode_prompt("")
         return self._prompt
 
-    @torch.no_grad()
     def encode(self, pairs, generator: torch.Generator) -> TrainingBatch:
+        return encode_batch(self.pipeline, pairs, self._first_frame)
+
+    def _first_frame(self, pair, original: torch.Tensor, target: torch.Tensor) -> FirstFrame:
+        """The backbone's first-frame conditioning, CLIP tokens (Wan 2.1) and the mask per latent frame."""
         pipe = self.pipeline
-        targets, sources, conditions, embeds, masks, tasks = [], [], [], [], [], []
-        for pair in pairs:
-            original = to_model_frames(pair.original)
-            target = pipe.encode_frames(original)
-            targets.append(target)
-            sources.append(pipe.encode_frames(to_model_frames(pair.edited)))
-            conditions.append(pipe.condition_latents(original[0].to(pipe.device), target.shape[1])[0])
-            image = pipe.embed_image(original[0])
-            embeds.append(image[0] if image is not None else None)
-            masks.append(self.latent_frames_mask(torch.from_numpy(pair.mask).float(), target.shape[1]))
-            tasks.append(pipe.adapter.task_id(pair.task))
-        target = torch.stack(targets)
-        device = target.device
-        return TrainingBatch(
-            target=target,
-            source=torch.stack(sources),
-            condition=torch.stack(conditions),
-            image_embeds=torch.stack(embeds) if embeds[0] is not None else None,
-            mask=latent_mask(torch.stack(masks).to(device), tuple(target.shape[-2:])),
-            task_ids=torch.tensor(tasks, device=device),
-        )
+        condition = pipe.condition_latents(original[0].to(pipe.device), target.shape[1])[0]
+        image = pipe.embed_image(original[0])
+        mask = self.latent_frames_mask(torch.from_numpy(pair.mask).float(), target.shape[1])
+        return condition, image[0] if image is not None else None, mask
 
     def latent_frames_mask(self, mask: torch.Tensor, latent_frames: int) -> torch.Tensor:
         """Pixel-frame masks (F, H, W) -> one per latent frame (the union of the frames it holds)."""

@@ -31,13 +31,8 @@ from genprop_cli.config import RuntimeOptions, Task
 from genprop_cli.errors import OptionError, WeightsError
 from genprop_cli.families import Capabilities, backbone_for
 from genprop_cli.families.base import ChunkResult, StepCallback
-from genprop_cli.models.genprop import AdapterConfig, GenPropAdapter, GenPropDenoiser
-from genprop_cli.pipelines.acceleration import (
-    apply_runtime,
-    compile_if_asked,
-    enable_vae_tiling,
-    set_attention_backend,
-)
+from genprop_cli.models.genprop import GenPropAdapter
+from genprop_cli.pipelines.assembly import attach_adapter, load_sampler
 
 
 @dataclass(frozen=True)
@@ -76,18 +71,10 @@ class GenPropWanPipeline:
         self.max_sequence_length = max_sequence_length
         self._device = torch.device(device) if device is not None else self.transformer.device
         self.backbone = backbone_for(self.family, self.transformer)
-        if adapter is None:
-            blocks = sce_blocks or self.backbone.default_sce_blocks
-            adapter = GenPropAdapter(self.backbone, AdapterConfig(family=self.family, sce_blocks=blocks))
-        adapter = adapter.to(self._device, self.dtype)
-        compile_if_asked(self.backbone, adapter, runtime)  # before attaching: the hooks stay outside compiled code
-        self.adapter = adapter  # what GenProp trains; `denoiser` is the backbone with it attached
-        self.denoiser = GenPropDenoiser(self.backbone, adapter)
-        for module in (self.vae, self.transformer, self.text_encoder, self.image_encoder):
-            if module is not None:
-                module.requires_grad_(False).eval()
-        adapter.eval()
-        self.offload = apply_runtime(self.backbone, adapter, self._device, runtime)
+        self.adapter, self.denoiser, self.offload = attach_adapter(
+            self.backbone, adapter, sce_blocks=sce_blocks, device=self._device, dtype=self.dtype, runtime=runtime,
+            frozen=(self.vae, self.transformer, self.text_encoder, self.image_encoder),
+        )  # fmt: skip
 
     @classmethod
     def from_pretrained(
@@ -105,22 +92,11 @@ class GenPropWanPipeline:
         float32 (as Wan's own examples run it), the denoiser and encoders in `dtype`."""
         from diffusers import WanImageToVideoPipeline
 
-        wan = WanImageToVideoPipeline.from_pretrained(
-            str(backbone_dir), dtype=dtype, use_safetensors=True, variant=file_variant
-        )
-        set_attention_backend(wan.transformer, cls.capabilities, runtime.attention_backend)
-        wan.vae.to(device, torch.float32)
-        enable_vae_tiling(wan.vae, cls.capabilities, runtime.vae_tiling)
-        if runtime.offload != "group":
-            wan.transformer.to(device)
-        if runtime.offload == "none":
-            for encoder in (wan.text_encoder, getattr(wan, "image_encoder", None)):
-                if encoder is not None:
-                    encoder.to(device)
-        adapter = None
-        if adapter_file is not None:
-            adapter = GenPropAdapter.load(adapter_file, backbone_for(cls.family, wan.transformer))
-        return cls(wan, adapter, sce_blocks=sce_blocks, device=device, runtime=runtime)
+        return load_sampler(
+            cls, WanImageToVideoPipeline, backbone_dir, adapter_file, device=device, dtype=dtype,
+            file_variant=file_variant, sce_blocks=sce_blocks, runtime=runtime,
+            encoders=("text_encoder", "image_encoder"), vae_dtype=torch.float32,
+        )  # fmt: skip
 
     @property
     def device(self) -> torch.device:

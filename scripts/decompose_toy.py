@@ -1,6 +1,6 @@
 """Where a toy variant loses quality, stage by stage, on one evaluation set (docs/results.md, "Decomposition").
 
-    python scripts/decompose_toy.py EVAL_SET [EVAL_SET ...] [--model toy] [--adapter PATH] [--long-frames 96]
+    python scripts/decompose_toy.py EVAL_SET [EVAL_SET ...] [--model toy] [--adapter PATH] [--long-frames 96] [--preserve]
 
 For every example of each set, in the order the signal goes through the model:
   1. VAE: decode(encode(source)) against the source: nothing the model outputs can beat this;
@@ -11,7 +11,8 @@ For every example of each set, in the order the signal goes through the model:
   4. the task itself: GenProp with the edited first frame, PSNR against the ground truth and PSNR_m
      (outside the true edit region, against the source), next to the classical baselines.
 Then one long clip (--long-frames, three 32-frame chunks at 96) is propagated and its PSNR_m printed per
-frame and per chunk, to show drift within and between chunks.
+frame and per chunk, to show drift within and between chunks. With --preserve, stages 3 and 4 and the long
+clip are sampled with `--preserve` (what the MPD leaves unmodified is anchored to the source's latents).
 """
 
 from __future__ import annotations
@@ -60,16 +61,16 @@ def propagated(model: GenProp, source: np.ndarray, first: np.ndarray, task: Task
     return np.stack([f.rgb for f in model.propagate(clip, PropagationOptions(task=task, **options))])
 
 
-def decompose(model: GenProp, examples, steps: int) -> dict[str, dict[str, list[float]]]:
+def decompose(model: GenProp, examples, steps: int, preserve: bool = False) -> dict[str, dict[str, list[float]]]:
     table: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for example in examples:
         source = example.source
         table["1. VAE round trip (vs source)"]["psnr"].append(metrics.psnr(vae_round_trip(model, source), source))
         table["2. backbone alone (vs source)"]["psnr"].append(metrics.psnr(backbone_alone(model, source, steps), source))
-        identity = propagated(model, source, source[0], Task.EDIT)
+        identity = propagated(model, source, source[0], Task.EDIT, preserve=preserve)
         table["3. identity propagation (vs source)"]["psnr"].append(metrics.psnr(identity, source))
         task = example.task.value
-        video = propagated(model, source, example.edited_first, example.task)
+        video = propagated(model, source, example.edited_first, example.task, preserve=preserve)
         for name, value in score(example, MethodOutput(video)).items():
             table[f"4. {task}: genprop"][name].append(value)
         for name, baseline in BASELINES.items():
@@ -89,13 +90,13 @@ def print_table(title: str, table: dict[str, dict[str, list[float]]]) -> None:
         print(f"| {stage} | " + " | ".join(cells) + " |")
 
 
-def drift(model: GenProp, frames: int, seeds: tuple[int, ...], chunk: int) -> None:
+def drift(model: GenProp, frames: int, seeds: tuple[int, ...], chunk: int, preserve: bool = False) -> None:
     """Per-frame PSNR_m of edits and removals on long clips, and the mean per chunk."""
     curves = []
     for task in (Task.EDIT, Task.REMOVE):
         for seed in seeds:
             example = toy_example(task, seed, frames=frames, size=64)
-            video = propagated(model, example.source, example.edited_first, task)
+            video = propagated(model, example.source, example.edited_first, task, preserve=preserve)
             curves.append([metrics.psnr_m(video[t : t + 1], example.source[t : t + 1], example.masks[t : t + 1])
                            for t in range(frames)])  # fmt: skip
     curve = np.mean(np.minimum(curves, 99.0), axis=0)
@@ -112,13 +113,14 @@ def main() -> None:
     parser.add_argument("--adapter")
     parser.add_argument("--long-frames", type=int, default=96)
     parser.add_argument("--long-seeds", type=int, nargs="+", default=[7, 8])
+    parser.add_argument("--preserve", action="store_true", help="sample GenProp with --preserve")
     args = parser.parse_args()
     model = GenProp.load(args.model, adapter=args.adapter, device="cpu")
     steps = model.variant.spec.defaults.steps
     for eval_set in args.eval_sets:
-        print_table(eval_set, decompose(model, read_eval_set(eval_set), steps))
+        print_table(eval_set, decompose(model, read_eval_set(eval_set), steps, args.preserve))
     if args.long_frames:
-        drift(model, args.long_frames, tuple(args.long_seeds), model.variant.spec.defaults.chunk)
+        drift(model, args.long_frames, tuple(args.long_seeds), model.variant.spec.defaults.chunk, args.preserve)
 
 
 if __name__ == "__main__":

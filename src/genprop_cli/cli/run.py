@@ -31,9 +31,14 @@ TASK_HELP = {
 UNTRAINED = "[yellow]warning:[/] variant {name!r} has random, untrained weights: its output is not a result"
 
 
+def settings_from_flags(values: dict[str, Any], task: Task = Task.EDIT) -> RunSettings:
+    """The one place the CLI turns parsed flags into run settings (a batch's are every job's)."""
+    return RunSettings(**RunSettings(options=PropagationOptions(task=task)).changed(values))
+
+
 def build_request(task: Task, video: Path, first_frames: list[Path], values: dict[str, Any]) -> RunRequest:
-    """The one place the CLI turns a task command's flags into a run request."""
-    return RunRequest.build(video, tuple(first_frames), RunSettings(options=PropagationOptions(task=task)), values)
+    """A task command's run request: its clip and edited frames with the settings its flags give."""
+    return RunRequest.build(video, tuple(first_frames), settings_from_flags(values, task))
 
 
 def load_model(values: dict[str, Any], *, device: str | None = None, quiet: bool = False):
@@ -207,7 +212,7 @@ def run_batch_command(params: dict[str, Any]) -> None:
     console = from_values(ConsoleOptions, values)
     try:
         world = batch.World.from_env()
-        settings = RunSettings(**RunSettings().changed(values))
+        settings = settings_from_flags(values)
         check_against_variant(settings, values)
         if settings.outputs.overwrite and own["skip_existing"]:
             raise batch.OptionError("--overwrite and --skip-existing contradict each other")

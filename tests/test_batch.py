@@ -345,13 +345,17 @@ def test_torchrun_two_processes_split_the_jobs_and_merge_one_summary(three_jobs,
 
 def test_a_job_can_carry_positions_and_is_rendered_over_that_range_alone(three_jobs, tmp_path):
     (tmp_path / "jobs.txt").write_text("a.mp4 a.png edit trimmed.mp4 start=2 end=6\n"
-                                       "a.mp4 a.png edit spliced.mp4 start=2 end=6 splice=yes steps=1 at=4\n")
-    (trimmed, spliced) = parse_jobs(three_jobs)
+                                       "a.mp4 a.png edit spliced.mp4 start=2 end=6 splice=yes steps=1 at=4\n"
+                                       "a.mp4 a.png edit two.mp4 at=0 at=4 first_frame=a.png pix_fmt=yuv444p\n")
+    (trimmed, spliced, two) = parse_jobs(three_jobs)
     assert dict(spliced.values) == {"start": "2", "end": "6", "splice": True, "steps": 1, "at": ("4",)}
     result = runner.invoke(app, ["batch", str(three_jobs), "-m", "random-tiny", "--steps", "1", "-q", "--json"])
     assert result.exit_code == 0, result.output
     assert decoded_frames(tmp_path / "trimmed.mp4") == 4  # frames 2..5 alone
     assert decoded_frames(tmp_path / "spliced.mp4") == FRAMES  # the whole clip, the range replaced
+    assert decoded_frames(tmp_path / "two.mp4") == FRAMES  # two keyframes, as `genprop edit --at 0 --at 4` takes them
+    with av.open(str(tmp_path / "two.mp4")) as container:
+        assert container.streams.video[0].codec_context.pix_fmt == "yuv444p"
     with pytest.raises(JobsError, match="unknown job option 'from'"):
         (tmp_path / "bad.txt").write_text("a.mp4 a.png edit from=3\n")
         parse_jobs(tmp_path / "bad.txt")

@@ -56,9 +56,17 @@ def backbone_alone(model: GenProp, video: np.ndarray, steps: int, seed: int = 0)
     return to_uint8(pipe.decode_latents(result.latents))
 
 
-def propagated(model: GenProp, source: np.ndarray, first: np.ndarray, task: Task, **options) -> np.ndarray:
+def propagated_with_masks(
+    model: GenProp, source: np.ndarray, first: np.ndarray, task: Task, **options
+) -> tuple[np.ndarray, np.ndarray]:
+    """The propagated video (T, H, W, 3) and the MPD's modification masks (T, H, W) bool."""
     clip = Clip.from_frames(source, first)
-    return np.stack([f.rgb for f in model.propagate(clip, PropagationOptions(task=task, **options))])
+    frames = list(model.propagate(clip, PropagationOptions(task=task, **options)))
+    return np.stack([f.rgb for f in frames]), np.stack([f.mask >= 128 for f in frames])
+
+
+def propagated(model: GenProp, source: np.ndarray, first: np.ndarray, task: Task, **options) -> np.ndarray:
+    return propagated_with_masks(model, source, first, task, **options)[0]
 
 
 def decompose(model: GenProp, examples, steps: int, preserve: bool = False) -> dict[str, dict[str, list[float]]]:
@@ -70,8 +78,8 @@ def decompose(model: GenProp, examples, steps: int, preserve: bool = False) -> d
         identity = propagated(model, source, source[0], Task.EDIT, preserve=preserve)
         table["3. identity propagation (vs source)"]["psnr"].append(metrics.psnr(identity, source))
         task = example.task.value
-        video = propagated(model, source, example.edited_first, example.task, preserve=preserve)
-        for name, value in score(example, MethodOutput(video)).items():
+        video, masks = propagated_with_masks(model, source, example.edited_first, example.task, preserve=preserve)
+        for name, value in score(example, MethodOutput(video, masks)).items():
             table[f"4. {task}: genprop"][name].append(value)
         for name, baseline in BASELINES.items():
             if applies(name, example.task):

@@ -17,8 +17,9 @@ def main() -> None:
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("destination", type=Path)
     parser.add_argument("--no-ema", action="store_true", help="the raw weights, not the EMA")
+    parser.add_argument("--half", action="store_true", help="store fp16 weights (half the size, for committing)")
     args = parser.parse_args()
-    print(export_checkpoint(args.checkpoint, args.destination, use_ema=not args.no_ema))
+    print(export_checkpoint(args.checkpoint, args.destination, use_ema=not args.no_ema, half=args.half))
 
 
 if __name__ == "__main__":

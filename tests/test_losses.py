@@ -67,6 +67,18 @@ def test_mpd_loss_is_zero_for_a_perfect_prediction_and_mse_otherwise():
     assert float(mpd_loss(torch.zeros_like(mask), mask)) == pytest.approx(0.25)
 
 
+def test_balanced_mpd_loss_weighs_a_small_object_as_much_as_the_background():
+    mask = torch.zeros(1, 2, 1, 10, 10)
+    mask[..., :1, :5] = 1  # 5% of the pixels
+    predicts_nothing = torch.full_like(mask, -40.0)
+    assert float(mpd_loss(predicts_nothing, mask)) == pytest.approx(0.05, abs=1e-6)
+    assert float(mpd_loss(predicts_nothing, mask, balanced=True)) == pytest.approx(1.0, abs=1e-4)
+    perfect = (mask * 2 - 1) * 40
+    assert float(mpd_loss(perfect, mask, balanced=True)) < 1e-12
+    terms = combine(torch.rand(1, 2, C, 10, 10), mask, predicts_nothing, None, LossWeights(mpd_balanced=True))
+    assert float(terms.mpd) == pytest.approx(1.0, abs=1e-4)
+
+
 def test_combine_weights_the_terms():
     w = LossWeights(mask=2.0, grad=3.0, mpd=0.5)
     mask = half_mask()

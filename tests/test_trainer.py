@@ -66,7 +66,7 @@ def test_a_few_steps_reduce_the_loss_on_a_fixed_batch_and_leave_the_backbone_unt
 from vis_datasets import scene, write_davis  # noqa: E402
 
 from genprop_cli.errors import OptionError  # noqa: E402
-from genprop_cli.training.trainer import TrainConfig, latest_checkpoint, train  # noqa: E402
+from genprop_cli.training.trainer import TrainConfig, export_checkpoint, latest_checkpoint, train  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -289,6 +289,14 @@ def test_an_ema_run_resumed_halfway_exports_the_same_adapter_as_an_uninterrupted
     # What was exported is the EMA, not the last weights (which the step-4 checkpoint holds).
     last = load_file(str(latest_checkpoint(tmp_path / "straight") / "model.safetensors"))
     assert any(not torch.equal(a[k], last[f"adapter.{k}"]) for k in a)
+    # export_checkpoint writes the same EMA adapter from the checkpoint alone, and a half-size copy of it.
+    checkpoint = latest_checkpoint(tmp_path / "straight")
+    exported = load_file(str(export_checkpoint(checkpoint, tmp_path / "export.safetensors")))
+    half = load_file(str(export_checkpoint(checkpoint, tmp_path / "half.safetensors", half=True)))
+    for k in a:
+        torch.testing.assert_close(exported[k], a[k], msg=k)
+        assert half[k].dtype == torch.float16
+        torch.testing.assert_close(half[k].float(), a[k], rtol=1e-3, atol=1e-4, msg=k)
 
 
 # --- skipped annotations in the summary and on stderr ----------------------------------------------------

@@ -538,9 +538,10 @@ def _export(adapter, ema: EMA | None, params: list[torch.nn.Parameter], path: Pa
             p.copy_(b)
 
 
-def export_checkpoint(checkpoint: Path, destination: Path, *, use_ema: bool = True) -> Path:
+def export_checkpoint(checkpoint: Path, destination: Path, *, use_ema: bool = True, half: bool = False) -> Path:
     """Writes the adapter file of a run's checkpoint (its EMA weights when the run keeps an EMA and `use_ema`),
-    so a run can be evaluated while it trains, or from the checkpoint a session committed."""
+    so a run can be evaluated while it trains, or from the checkpoint a session committed; `half` stores it in
+    fp16 (half the size, for committing; loading casts it back to the backbone's dtype)."""
     from safetensors.torch import load_file
 
     checkpoint = Path(checkpoint)
@@ -558,6 +559,8 @@ def export_checkpoint(checkpoint: Path, destination: Path, *, use_ema: bool = Tr
         with torch.no_grad():
             for p, s in zip(params, shadow):
                 p.copy_(s)
+    if half:
+        adapter.to(torch.float16)
     adapter.save(Path(destination))
     return Path(destination)
 

@@ -27,7 +27,7 @@ from genprop_cli.api import Clip, GenProp, to_model_frames
 from genprop_cli.config import PropagationOptions, Task
 from genprop_cli.evaluation import metrics
 from genprop_cli.evaluation.baselines import BASELINES
-from genprop_cli.evaluation.runner import MethodOutput, applies, score
+from genprop_cli.evaluation.runner import MethodOutput, applies, genprop_method, score
 from genprop_cli.toy import read_eval_set, toy_example
 
 
@@ -56,21 +56,14 @@ def backbone_alone(model: GenProp, video: np.ndarray, steps: int, seed: int = 0)
     return to_uint8(pipe.decode_latents(result.latents))
 
 
-def propagated_with_masks(
-    model: GenProp, source: np.ndarray, first: np.ndarray, task: Task, **options
-) -> tuple[np.ndarray, np.ndarray]:
-    """The propagated video (T, H, W, 3) and the MPD's modification masks (T, H, W) bool."""
-    clip = Clip.from_frames(source, first)
-    frames = list(model.propagate(clip, PropagationOptions(task=task, **options)))
-    return np.stack([f.rgb for f in frames]), np.stack([f.mask >= 128 for f in frames])
-
-
 def propagated(model: GenProp, source: np.ndarray, first: np.ndarray, task: Task, **options) -> np.ndarray:
-    return propagated_with_masks(model, source, first, task, **options)[0]
+    clip = Clip.from_frames(source, first)
+    return np.stack([f.rgb for f in model.propagate(clip, PropagationOptions(task=task, **options))])
 
 
 def decompose(model: GenProp, examples, steps: int, preserve: bool = False) -> dict[str, dict[str, list[float]]]:
     table: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    genprop = genprop_method(model, preserve=preserve)  # the evaluation's own method: video and MPD masks
     for example in examples:
         source = example.source
         table["1. VAE round trip (vs source)"]["psnr"].append(metrics.psnr(vae_round_trip(model, source), source))
@@ -78,8 +71,7 @@ def decompose(model: GenProp, examples, steps: int, preserve: bool = False) -> d
         identity = propagated(model, source, source[0], Task.EDIT, preserve=preserve)
         table["3. identity propagation (vs source)"]["psnr"].append(metrics.psnr(identity, source))
         task = example.task.value
-        video, masks = propagated_with_masks(model, source, example.edited_first, example.task, preserve=preserve)
-        for name, value in score(example, MethodOutput(video, masks)).items():
+        for name, value in score(example, genprop(example)[""]).items():
             table[f"4. {task}: genprop"][name].append(value)
         for name, baseline in BASELINES.items():
             if applies(name, example.task):

@@ -23,6 +23,7 @@ from genprop_cli.training.augment import (
     copy_and_paste,
     dilate,
     mask_and_fill,
+    unchanged,
 )
 from genprop_cli.training.data import ClipSpec, VideoSample, open_dataset, sample_clip
 from genprop_cli.training.trainer import PairStream, TrainConfig
@@ -49,6 +50,8 @@ def augment(kind: str, sample: VideoSample, donor: VideoSample, rng: np.random.G
         return copy_and_paste(sample, donor, rng)
     if kind == "mask_fill":
         return mask_and_fill(sample, rng)
+    if kind == "unchanged":
+        return unchanged(sample, rng)
     return color_fill(sample, rng)
 
 
@@ -63,7 +66,7 @@ def check_pair(pair: SyntheticPair) -> None:
     assert pair.original.shape == pair.edited.shape and pair.mask.shape == pair.original.shape[:3]
     assert np.array_equal(pair.edited[~pair.mask], pair.original[~pair.mask])
     assert np.array_equal((pair.edited != pair.original).any(axis=-1), pair.mask)
-    assert pair.mask[0].any()
+    assert pair.mask[0].any() != (pair.kind == "unchanged")  # only an unchanged pair has nothing to mark
     assert pair.kind in KINDS and isinstance(pair.task, Task)
 
 
@@ -220,19 +223,34 @@ def test_sampler_draws_kinds_with_the_configured_ratios(config):
 
 
 def test_default_mix_is_the_papers():
-    assert AugmentConfig().probabilities() == {"copy_paste": 0.5, "mask_fill": 0.375, "color_fill": 0.125}
+    assert AugmentConfig().probabilities() == {
+        "copy_paste": 0.5, "mask_fill": 0.375, "color_fill": 0.125, "unchanged": 0.0
+    }
 
 
 def test_sampler_applies_the_drawn_kind():
     sample, donor = video(0), video(1)
-    for weights, kind in (((1, 0, 0), "copy_paste"), ((0, 1, 0), "mask_fill"), ((0, 0, 1), "color_fill")):
-        sampler = PairSampler(AugmentConfig(*weights))
+    for i, kind in enumerate(KINDS):
+        sampler = PairSampler(AugmentConfig(*(float(j == i) for j in range(len(KINDS)))))
         for seed in range(3):
             pair = sampler(sample, donor, np.random.default_rng(seed))
             assert pair.kind == kind
             check_invariant(pair, sample)
     mixed = [PairSampler()(sample, donor, np.random.default_rng(s)).kind for s in range(40)]
+    assert set(mixed) == set(KINDS) - {"unchanged"}  # off by default
+    mixed = [PairSampler(AugmentConfig(unchanged=0.5))(sample, donor, np.random.default_rng(s)).kind
+             for s in range(60)]
     assert set(mixed) == set(KINDS)
+
+
+def test_an_unchanged_pair_is_the_clip_itself_with_nothing_to_mark():
+    sample = video(2)
+    pairs = [unchanged(sample, np.random.default_rng(seed)) for seed in range(30)]
+    for pair in pairs:
+        check_invariant(pair, sample)
+        assert np.array_equal(pair.edited, sample.frames) and pair.edited is not sample.frames
+        assert not pair.mask.any()
+    assert {pair.task for pair in pairs} == {Task.REMOVE, Task.INSERT, Task.EDIT}
 
 
 @pytest.mark.parametrize("weights", [(-0.1, 0.5, 0.5), (0, 0, 0), (float("nan"), 1, 1), (float("inf"), 1, 1)])
@@ -274,10 +292,10 @@ def test_every_kind_keeps_the_invariant_on_clips_read_from_disk(on_disk, kind):
 
 def test_the_trainers_pair_stream_on_disk_mixes_kinds_as_configured(on_disk):
     """Kind frequencies over N draws are within 4 binomial standard errors, sqrt(p(1-p)/N), of the configured
-    (non-default) probabilities: +-0.09 for p = 0.5 at N = 480. Every pair differs from its clip exactly
+    (non-default) probabilities: +-0.09 for p = 0.4 at N = 480. Every pair differs from its clip exactly
     inside its mask."""
     layout, root = on_disk
-    mix = AugmentConfig(copy_paste=1, mask_fill=2, color_fill=1)
+    mix = AugmentConfig(copy_paste=1, mask_fill=2, color_fill=1, unchanged=1)
     config = TrainConfig(data=str(root), output="unused", format=layout, frames=DISK_CLIP.frames,
                          width=DISK_CLIP.size[0], height=DISK_CLIP.size[1], augment=mix)
     stream = PairStream(config)

@@ -79,6 +79,41 @@ def test_balanced_mpd_loss_weighs_a_small_object_as_much_as_the_background():
     assert float(terms.mpd) == pytest.approx(1.0, abs=1e-4)
 
 
+def test_balanced_mpd_loss_on_an_unchanged_pair_costs_only_what_it_marks():
+    """An unchanged pair's mask is empty: marking nothing is free, marking everything costs 1, never NaN."""
+    empty = torch.zeros(1, 2, 1, 10, 10)
+    assert float(mpd_loss(torch.full_like(empty, -40.0), empty, balanced=True)) < 1e-12
+    assert float(mpd_loss(torch.full_like(empty, 40.0), empty, balanced=True)) == pytest.approx(1.0, abs=1e-6)
+    half = torch.zeros_like(empty)
+    half[..., :5, :] = 40.0
+    assert float(mpd_loss(half - 20.0, empty, balanced=True)) == pytest.approx(0.5, abs=1e-6)
+
+
+def test_an_inside_weight_makes_a_weighted_mean_whose_optimum_is_shifted_as_documented():
+    mask = torch.zeros(1, 1, 1, 1, 4)
+    mask[..., :1] = 1  # one pixel of four inside
+    logits = torch.tensor([0.0, 0.0, 0.0, 40.0]).reshape(mask.shape)  # p = 0.5, 0.5, 0.5, 1
+    errors = torch.tensor([0.25, 0.25, 0.25, 1.0])
+    assert float(mpd_loss(logits, mask, inside_weight=1.0)) == pytest.approx(float(errors.mean()))
+    assert float(mpd_loss(logits, mask, inside_weight=3.0)) == pytest.approx((3 * 0.25 + 0.25 + 0.25 + 1.0) / 6)
+    # One logit shared by ten frames of which two are inside (q = 0.2): the loss is least at p = qw/(qw+1-q),
+    # i.e. the MPD's 0.5 point sits where q = 1/(1+w) (w = 4 here) and a plain mean (w = 1) gives p = q.
+    frames = torch.zeros(1, 10, 1, 1, 1)
+    frames[:, :2] = 1
+    for w, optimum in ((1.0, 0.2), (4.0, 0.5)):
+        logit = torch.zeros((), requires_grad=True)
+        optimizer = torch.optim.SGD([logit], lr=20.0)
+        for _ in range(300):
+            optimizer.zero_grad()
+            mpd_loss(logit.expand_as(frames), frames, inside_weight=w).backward()
+            optimizer.step()
+        assert float(torch.sigmoid(logit.detach())) == pytest.approx(optimum, abs=1e-3), w
+    with pytest.raises(ValueError, match="set one"):
+        LossWeights(mpd_balanced=True, mpd_inside_weight=4.0)
+    with pytest.raises(ValueError):
+        LossWeights(mpd_inside_weight=0.0)
+
+
 def test_combine_weights_the_terms():
     w = LossWeights(mask=2.0, grad=3.0, mpd=0.5)
     mask = half_mask()

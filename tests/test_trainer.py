@@ -4,6 +4,7 @@ adapter loads through the inference path; a two-process Accelerate run works."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -411,3 +412,14 @@ def test_a_bf16_mixed_precision_run_trains_like_a_float32_one(davis, tmp_path):
         assert half.final_terms[term] == pytest.approx(full.final_terms[term], rel=0.05), term
     with safe_open(half.adapter, framework="pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float32}
+
+
+def test_a_run_on_unchanged_pairs_only_has_no_mask_term_and_teaches_the_mpd_to_mark_nothing(davis, tmp_path):
+    """With every pair unchanged the mask is empty: L_mask and L_grad are exactly 0 (never NaN) and the MPD's
+    balanced loss, the mean probability it gives the unedited frames, falls as it learns to mark nothing."""
+    run = config(davis, tmp_path / "run", steps=6, augment={"copy_paste": 0, "mask_fill": 0, "color_fill": 0,
+                                                             "unchanged": 1}, loss={"mpd_balanced": True})
+    train(run)
+    log = read_log(tmp_path / "run")
+    assert all(r["mask"] == 0.0 and r["grad"] == 0.0 and math.isfinite(r["total"]) for r in log)
+    assert log[-1]["mpd"] < log[0]["mpd"]

@@ -17,13 +17,18 @@ Each augmentation's task is therefore the edit that turns the synthetic clip int
 - Color Fill -> TRACK. An instance's exact per-frame mask is filled with one flat saturated colour: the
   SCE gives the region's shape in every frame, the first frame its content (shape-exact region following;
   what the paper credits for propagating large shape changes).
+- Unchanged -> REMOVE, INSERT or EDIT (even odds). Not in the paper, and off by default: the SCE sees the
+  clip itself and the mask is empty. It is the case of a first frame that an edit left unchanged: the
+  output must copy the source and the MPD mark nothing. Without it the MPD never sees a pair with nothing
+  to mark, and marks 10-17% of an unedited frame (docs/results.md, issue 12).
 
 Every pair guarantees, bit-exactly:
 - `original` is the input clip's frames (a copy), `mask` has the same (T, H, W), `edited` the same shape;
 - `edited[~mask] == original[~mask]`: nothing outside the mask changes;
 - `(edited != original).any(axis=-1) == mask`: every masked pixel differs in at least one channel (where a
   fill happens to reproduce the original colour, the red channel's lowest bit is flipped: a 1-level nudge);
-- `mask[0].any()`: the edit is visible in the first frame, the one the I2V model is conditioned on.
+- `mask[0].any()`: the edit is visible in the first frame, the one the I2V model is conditioned on
+  (except for an unchanged pair, whose mask is empty and whose `edited` equals `original`).
 All randomness comes from the `rng` passed in, so a seed fixes the pair.
 """
 
@@ -48,9 +53,11 @@ __all__ = [
     "copy_and_paste",
     "dilate",
     "mask_and_fill",
+    "unchanged",
 ]
 
-KINDS = ("copy_paste", "mask_fill", "color_fill")
+KINDS = ("copy_paste", "mask_fill", "color_fill", "unchanged")
+UNCHANGED_TASKS = (Task.REMOVE, Task.INSERT, Task.EDIT)
 INSERT_PROBABILITY = 0.5  # Mask-and-Fill: background fill (INSERT) vs recolour (EDIT)
 PASTE_FEATHER = 2  # px of soft edge around a pasted object
 PASTE_SCALE = (0.5, 1.25)  # default range of the pasted object's scale
@@ -65,20 +72,22 @@ TINT_STRENGTH = (0.25, 0.5)  # blend towards a saturated colour, so that gray pi
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Relative frequency of each augmentation (normalised; the paper's 0.5/0.375/0.125 by default)."""
+    """Relative frequency of each augmentation (normalised; the paper's 0.5/0.375/0.125, and no unchanged
+    pairs, by default)."""
 
     copy_paste: float = 0.5
     mask_fill: float = 0.375
     color_fill: float = 0.125
+    unchanged: float = 0.0
 
     def __post_init__(self) -> None:
         weights = self.weights()
         if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
             raise ValueError(f"augmentation weights must be finite, >= 0 and not all zero, got {self}")
 
-    def weights(self) -> tuple[float, float, float]:
+    def weights(self) -> tuple[float, ...]:
         """Raw weights in KINDS order."""
-        return (float(self.copy_paste), float(self.mask_fill), float(self.color_fill))
+        return tuple(float(getattr(self, kind)) for kind in KINDS)
 
     def probabilities(self) -> dict[str, float]:
         """Normalised probability of each kind."""
@@ -94,7 +103,7 @@ class SyntheticPair:
     edited: np.ndarray  # (T, H, W, 3) uint8: what the SCE sees
     mask: np.ndarray  # (T, H, W) bool: exactly the pixels where edited != original (MPD target)
     task: Task
-    kind: str  # "copy_paste" | "mask_fill" | "color_fill"
+    kind: str  # one of KINDS
 
 
 # --- the three augmentations ---------------------------------------------------------------------
@@ -144,6 +153,13 @@ def color_fill(sample: VideoSample, rng: np.random.Generator) -> SyntheticPair:
     return _pair(sample.frames, edited, objects, Task.TRACK, "color_fill")
 
 
+def unchanged(sample: VideoSample, rng: np.random.Generator) -> SyntheticPair:
+    """The clip paired with itself, empty mask -> REMOVE, INSERT or EDIT: an edit that changed nothing."""
+    task = UNCHANGED_TASKS[int(rng.integers(len(UNCHANGED_TASKS)))]
+    mask = np.zeros(sample.frames.shape[:3], dtype=bool)
+    return _pair(sample.frames, sample.frames.copy(), mask, task, "unchanged")
+
+
 class PairSampler:
     """Draws an augmentation with the configured mix and applies it."""
 
@@ -164,6 +180,8 @@ class PairSampler:
             return copy_and_paste(sample, donor, rng)
         if kind == "mask_fill":
             return mask_and_fill(sample, rng)
+        if kind == "unchanged":
+            return unchanged(sample, rng)
         return color_fill(sample, rng)
 
 

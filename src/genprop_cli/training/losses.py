@@ -29,10 +29,16 @@ class LossWeights:
     # L_mask are), instead of one mean over all pixels, where a small object weighs next to nothing and an
     # all-zero prediction already scores well (mask area 5% -> MSE 0.05).
     mpd_balanced: bool = False
+    # > 1: each pixel inside the mask weighs this much more in L_MPD's (weighted) mean. A fixed weight w moves the
+    # MPD's 0.5 point to pixels that are inside with probability 1/(1+w); balancing (an inside weight of
+    # area_out/area_in, 20 for a 5% object) moves it to 1/21 and the MPD marks 2.5-7x the object's area.
+    mpd_inside_weight: float = 1.0
 
     def __post_init__(self) -> None:
-        if min(self.mask, self.grad, self.mpd) < 0 or self.probe_scale <= 0:
-            raise ValueError(f"loss weights must be >= 0 and probe_scale > 0, got {self}")
+        if min(self.mask, self.grad, self.mpd) < 0 or self.probe_scale <= 0 or self.mpd_inside_weight <= 0:
+            raise ValueError(f"loss weights must be >= 0, probe_scale and mpd_inside_weight > 0, got {self}")
+        if self.mpd_balanced and self.mpd_inside_weight != 1.0:
+            raise ValueError("mpd_balanced and mpd_inside_weight are two ways of weighting L_MPD: set one")
 
 
 @dataclass
@@ -64,14 +70,18 @@ def latent_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return resized.reshape(b, f, 1, *size)
 
 
-def mpd_loss(mask_logits: torch.Tensor, mask: torch.Tensor, balanced: bool = False) -> torch.Tensor:
+def mpd_loss(
+    mask_logits: torch.Tensor, mask: torch.Tensor, balanced: bool = False, inside_weight: float = 1.0
+) -> torch.Tensor:
     """MSE between the MPD's predicted mask and the modification mask, both (B, F, 1, h, w); `balanced`: the
-    mean squared error outside the mask plus the mean inside it."""
+    mean squared error outside the mask plus the mean inside it; `inside_weight`: a weighted mean in which
+    masked pixels weigh that much more (1: the plain mean)."""
     error = (torch.sigmoid(mask_logits.float()) - mask.float()).square()
-    if not balanced:
-        return error.mean()
-    outside, inside = region_means(error, mask.float())
-    return outside + inside
+    if balanced:
+        outside, inside = region_means(error, mask.float())
+        return outside + inside
+    weight = 1 + (inside_weight - 1) * mask.float()
+    return (weight * error).sum() / weight.expand_as(error).sum()
 
 
 def combine(
@@ -84,7 +94,7 @@ def combine(
     """All four terms and their weighted sum."""
     non_mask, in_mask = region_means(per_pixel, mask)
     grad = sce_response if sce_response is not None else per_pixel.new_zeros(())
-    mpd = mpd_loss(mask_logits, mask, weights.mpd_balanced)
+    mpd = mpd_loss(mask_logits, mask, weights.mpd_balanced, weights.mpd_inside_weight)
     if weights.region_aware:
         total = non_mask + weights.mask * in_mask + weights.grad * grad + weights.mpd * mpd
     else:

@@ -423,3 +423,20 @@ def test_a_run_on_unchanged_pairs_only_has_no_mask_term_and_teaches_the_mpd_to_m
     log = read_log(tmp_path / "run")
     assert all(r["mask"] == 0.0 and r["grad"] == 0.0 and math.isfinite(r["total"]) for r in log)
     assert log[-1]["mpd"] < log[0]["mpd"]
+
+
+def test_a_checkpoint_written_before_an_option_existed_resumes_under_its_default_only(davis, tmp_path):
+    """A checkpoint whose saved options lack ones added since (here `[augment] unchanged` and `[loss]
+    mpd_inside_weight`, removed from its trainer_state.json) resumes when the run leaves them at their defaults
+    and is refused when it sets them."""
+    run = tmp_path / "run"
+    train(config(davis, run, steps=2))
+    state_file = latest_checkpoint(run) / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    del state["config"]["augment"]["unchanged"], state["config"]["loss"]["mpd_inside_weight"]
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(OptionError, match="other options"):
+        train(config(davis, run, steps=3, loss={"mpd_inside_weight": 2.0}))
+    with pytest.raises(OptionError, match="other options"):
+        train(config(davis, run, steps=3, augment={"unchanged": 0.5}))
+    assert train(config(davis, run, steps=3)).resumed_from == 2

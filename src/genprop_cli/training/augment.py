@@ -106,7 +106,7 @@ class SyntheticPair:
     kind: str  # one of KINDS
 
 
-# --- the three augmentations ---------------------------------------------------------------------
+# --- the augmentations ---------------------------------------------------------------------------
 
 
 def copy_and_paste(

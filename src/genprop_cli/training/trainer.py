@@ -20,7 +20,7 @@ import resource
 import shutil
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,8 @@ from genprop_cli.training.data import ClipSpec, open_dataset, sample_clip
 from genprop_cli.training.ema import EMA, check_decay
 from genprop_cli.training.losses import LossWeights
 from genprop_cli.training.objective import NoiseSchedule, objective_for
+
+NESTED_OPTIONS: dict[str, type] = {"loss": LossWeights, "augment": AugmentConfig, "noise": NoiseSchedule}  # tables
 
 CHECKPOINTS = "checkpoints"
 ADAPTER_PREFIX = "adapter."  # the trainable part of the GenProp denoiser's state dict
@@ -110,9 +112,10 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
         reject_unknown(cls, raw, "training option")
-        nested = {"loss": LossWeights, "augment": AugmentConfig, "noise": NoiseSchedule}
         try:
-            values = {k: (nested[k](**v) if k in nested and isinstance(v, dict) else v) for k, v in raw.items()}
+            values = {
+                k: (NESTED_OPTIONS[k](**v) if k in NESTED_OPTIONS and isinstance(v, dict) else v) for k, v in raw.items()
+            }
             return cls(**values)
         except (TypeError, ValueError) as exc:
             raise OptionError(f"bad training option: {exc}") from None
@@ -468,13 +471,38 @@ def _resume(accelerator, config: TrainConfig, output: Path) -> int:
     if checkpoint is None:
         return 0
     saved = json.loads((checkpoint / "trainer_state.json").read_text())
-    if saved["config"] != json.loads(json.dumps(config.resume_key())):
+    current = json.loads(json.dumps(config.resume_key()))
+    if with_added_options(saved["config"], current, TrainConfig) != current:
         raise OptionError(
             f"{output} holds a checkpoint of a run with other options; use another --output or the same options"
         )
     accelerator.load_state(str(checkpoint))
     _truncate_log(output, saved["step"])
     return int(saved["step"])
+
+
+def _option_defaults(cls: type) -> dict[str, Any]:
+    """The default of each field of the options dataclass `cls` that has one, as JSON would hold it."""
+    defaults = {}
+    for f in fields(cls):
+        if f.default is not MISSING:
+            defaults[f.name] = f.default
+        elif f.default_factory is not MISSING:
+            defaults[f.name] = f.default_factory()
+    return json.loads(json.dumps(defaults, default=asdict))
+
+
+def with_added_options(saved: dict[str, Any], current: dict[str, Any], cls: type) -> dict[str, Any]:
+    """A checkpoint's saved options completed with the options added since it was written, where the current
+    run leaves them at their defaults: a run started before an option existed resumes under its default."""
+    defaults = _option_defaults(cls)
+    completed = dict(saved)
+    for name, value in current.items():
+        if name not in completed and name in defaults and defaults[name] == value:
+            completed[name] = value
+        elif name in NESTED_OPTIONS and isinstance(completed.get(name), dict) and isinstance(value, dict):
+            completed[name] = with_added_options(completed[name], value, NESTED_OPTIONS[name])
+    return completed
 
 
 def _truncate_log(output: Path, step: int) -> None:

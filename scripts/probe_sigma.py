@@ -12,42 +12,41 @@ denoised latents' SNR, 10*log10(var(x0) / mse), for both settings.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 
+import numpy as np
 import torch
 
 from genprop_cli.api import GenProp
 from genprop_cli.config import Task
-from genprop_cli.families.svd.objective import edm_denoised, edm_noisy_input, encode_pairs
+from genprop_cli.families.svd.objective import denoising_loss, encode_pairs
 from genprop_cli.toy import read_eval_set
 from genprop_cli.training.augment import SyntheticPair
+from genprop_cli.training.losses import LossWeights
 
 SIGMAS = (0.05, 0.2, 1.0, 3.0, 10.0, 30.0, 100.0, 700.0)
 
 
-def identity_pair(frames) -> SyntheticPair:
-    return SyntheticPair(original=frames, edited=frames.copy(), mask=frames[..., 0] != frames[..., 0],
-                         task=Task.EDIT, kind="unchanged")
+def identity_pair(frames: np.ndarray) -> SyntheticPair:
+    mask = np.zeros(frames.shape[:3], dtype=bool)
+    return SyntheticPair(original=frames, edited=frames.copy(), mask=mask, task=Task.EDIT, kind="unchanged")
 
 
 @torch.no_grad()
 def errors(pipeline, batch, sigma: float, sce_scale: float, seed: int) -> tuple[float, float]:
-    """(weighted per-pixel loss, latent SNR in dB of the denoised estimate) at one noise level."""
+    """(weighted per-pixel loss, latent SNR in dB of the denoised estimate) at one noise level: the training
+    objective's own loss, whose L_non-mask is the whole-frame mean here since the mask is empty."""
     x0 = batch.target
-    b, f = x0.shape[:2]
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
-    sigmas = torch.full((b,), sigma)
-    s, noisy, scaled = edm_noisy_input(x0, sigmas, noise)
-    model_in = torch.cat([scaled, batch.condition[:, None].expand(-1, f, -1, -1, -1)], dim=2)
-    time_ids = pipeline._added_time_ids(b, pipeline.conditioning).float()
-    out = pipeline.denoiser(
-        model_in, 0.25 * sigmas.log(), batch.image_embeds, time_ids, source_latents=batch.source,
-        task_ids=batch.task_ids, sce_scale=sce_scale, predict_mask=False,
+    terms = denoising_loss(
+        functools.partial(pipeline.denoiser, sce_scale=sce_scale), batch, LossWeights(grad=0.0), torch.Generator(),
+        time_ids=pipeline._added_time_ids(1, pipeline.conditioning).float(),
+        sigma=torch.full((x0.shape[0],), sigma), noise=noise,
     )  # fmt: skip
-    denoised = edm_denoised(noisy, s, out.sample)
-    mse = (denoised - x0).square().mean()
-    weighted = float(((s**2 + 1) / s**2 * (denoised - x0).square()).mean())
-    return weighted, 10 * math.log10(float(x0.var()) / float(mse))
+    weighted = float(terms.non_mask)
+    mse = weighted * sigma**2 / (sigma**2 + 1)  # undo the loss weight (sigma^2 + 1) / sigma^2
+    return weighted, 10 * math.log10(float(x0.var()) / mse)
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ import resource
 import shutil
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from genprop_cli.config import reject_unknown, require_at_least_one
+from genprop_cli.config import field_default, reject_unknown, require_at_least_one
 from genprop_cli.errors import GenPropError, OptionError
 from genprop_cli.fileio import partial_path, replace_folder
 from genprop_cli.training.augment import AugmentConfig, PairSampler
@@ -482,14 +482,8 @@ def _resume(accelerator, config: TrainConfig, output: Path) -> int:
 
 
 def _option_defaults(cls: type) -> dict[str, Any]:
-    """The default of each field of the options dataclass `cls` that has one, as JSON would hold it."""
-    defaults = {}
-    for f in fields(cls):
-        if f.default is not MISSING:
-            defaults[f.name] = f.default
-        elif f.default_factory is not MISSING:
-            defaults[f.name] = f.default_factory()
-    return json.loads(json.dumps(defaults, default=asdict))
+    """The default of each field of the options dataclass `cls`, as JSON would hold it."""
+    return json.loads(json.dumps({f.name: field_default(f) for f in fields(cls)}, default=asdict))
 
 
 def with_added_options(saved: dict[str, Any], current: dict[str, Any], cls: type) -> dict[str, Any]:

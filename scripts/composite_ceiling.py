@@ -1,7 +1,7 @@
 """How far compositing could take a variant's output: its generation scored as is, composited with its
 own MPD mask (`--composite`), and composited with the ground-truth edit region (an oracle no method has).
 
-    python scripts/composite_ceiling.py EVAL_SET [--model toy] [--adapter PATH] [--preserve]
+    python scripts/composite_ceiling.py EVAL_SET [--model toy] [--adapter PATH] [--preserve | --no-preserve]
 
 The oracle keeps the source exactly wherever the edit changes nothing (the ground-truth masks, object and
 shadow included, grown by 2 px and feathered), so what is left of the error is the generation inside the
@@ -46,7 +46,8 @@ def main() -> None:
     parser.add_argument("eval_set")
     parser.add_argument("--model", default="toy")
     parser.add_argument("--adapter")
-    parser.add_argument("--preserve", action="store_true")
+    parser.add_argument("--preserve", action=argparse.BooleanOptionalAction, default=None,
+                        help="sample with (or without) --preserve; default: the variant's")
     args = parser.parse_args()
     model = GenProp.load(args.model, adapter=args.adapter, device="cpu")
     table: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))

@@ -1,6 +1,6 @@
 """Where a toy variant loses quality, stage by stage, on one evaluation set (docs/results.md, "Decomposition").
 
-    python scripts/decompose_toy.py EVAL_SET [EVAL_SET ...] [--model toy] [--adapter PATH] [--long-frames 96] [--preserve]
+    python scripts/decompose_toy.py EVAL_SET [EVAL_SET ...] [--model toy] [--adapter PATH] [--long-frames 96] [--preserve | --no-preserve]
 
 For every example of each set, in the order the signal goes through the model:
   1. VAE: decode(encode(source)) against the source: nothing the model outputs can beat this;
@@ -11,8 +11,9 @@ For every example of each set, in the order the signal goes through the model:
   4. the task itself: GenProp with the edited first frame, PSNR against the ground truth and PSNR_m
      (outside the true edit region, against the source), next to the classical baselines.
 Then one long clip (--long-frames, three 32-frame chunks at 96) is propagated and its PSNR_m printed per
-frame and per chunk, to show drift within and between chunks. With --preserve, stages 3 and 4 and the long
-clip are sampled with `--preserve` (what the MPD leaves unmodified is anchored to the source's latents).
+frame and per chunk, to show drift within and between chunks. Stages 3 and 4 and the long clip are sampled
+as the variant does by default; --preserve / --no-preserve choose (with --preserve, what the MPD leaves
+unmodified is anchored to the source's latents).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def propagated(model: GenProp, source: np.ndarray, first: np.ndarray, task: Task
     return np.stack([f.rgb for f in model.propagate(clip, PropagationOptions(task=task, **options))])
 
 
-def decompose(model: GenProp, examples, steps: int, preserve: bool = False) -> dict[str, dict[str, list[float]]]:
+def decompose(model: GenProp, examples, steps: int, preserve: bool | None = None) -> dict[str, dict[str, list[float]]]:
     table: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     genprop = genprop_method(model, preserve=preserve)  # the evaluation's own method: video and MPD masks
     for example in examples:
@@ -90,7 +91,7 @@ def print_table(title: str, table: dict[str, dict[str, list[float]]]) -> None:
         print(f"| {stage} | " + " | ".join(cells) + " |")
 
 
-def drift(model: GenProp, frames: int, seeds: tuple[int, ...], chunk: int, preserve: bool = False) -> None:
+def drift(model: GenProp, frames: int, seeds: tuple[int, ...], chunk: int, preserve: bool | None = None) -> None:
     """Per-frame PSNR_m of edits and removals on long clips, and the mean per chunk."""
     curves = []
     for task in (Task.EDIT, Task.REMOVE):
@@ -113,7 +114,8 @@ def main() -> None:
     parser.add_argument("--adapter")
     parser.add_argument("--long-frames", type=int, default=96)
     parser.add_argument("--long-seeds", type=int, nargs="+", default=[7, 8])
-    parser.add_argument("--preserve", action="store_true", help="sample GenProp with --preserve")
+    parser.add_argument("--preserve", action=argparse.BooleanOptionalAction, default=None,
+                        help="sample GenProp with (or without) --preserve; default: the variant's")
     args = parser.parse_args()
     model = GenProp.load(args.model, adapter=args.adapter, device="cpu")
     steps = model.variant.spec.defaults.steps

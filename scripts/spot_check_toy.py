@@ -1,6 +1,6 @@
 """Scores the shipped `toy` variant and the baselines on a few toy scenes (the spot check in docs/results.md).
 
-    python scripts/spot_check_toy.py [--guidance 1 2]
+    python scripts/spot_check_toy.py [--guidance 1 2] [--model NAME] [--adapter FILE] [--preserve | --no-preserve] [--preserve-margin N]
 """
 
 from __future__ import annotations
@@ -31,14 +31,19 @@ def scores(video: np.ndarray, example) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="toy")
+    parser.add_argument("--adapter", help="adapter weights instead of the variant's")
     parser.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0])
+    parser.add_argument("--preserve", action=argparse.BooleanOptionalAction, default=None,
+                        help="sample with (or without) --preserve; default: the variant's")
+    parser.add_argument("--preserve-margin", type=int, help="default: the variant's")
     args = parser.parse_args()
-    model = GenProp.load(args.model, device="cpu")
+    model = GenProp.load(args.model, adapter=args.adapter, device="cpu")
     for task, seed in CASES:
         example = toy_example(task, seed, frames=48, size=64)
         for guidance in args.guidance:
             started = time.perf_counter()
-            options = PropagationOptions(task=task, guidance=guidance)
+            options = PropagationOptions(task=task, guidance=guidance, preserve=args.preserve,
+                                         preserve_margin=args.preserve_margin)
             frames = list(model.propagate(Clip.from_frames(example.source, example.edited_first), options))
             video = np.stack([f.rgb for f in frames])
             soft = np.stack([f.mask for f in frames]).astype(np.float32)[..., None] / 255

@@ -198,6 +198,14 @@ def test_preserve_reaches_the_sampler_and_is_refused_where_it_cannot_work(model,
     monkeypatch.setattr(model.pipeline, "sample_chunk", lambda **kw: seen.append(kw["preserve"]) or original(**kw))
     list(model.propagate(clip, PropagationOptions(task=Task.EDIT, steps=1, preserve=True)))
     assert seen == [True, True]
+    seen.clear()  # left unset, the variant's default decides; an explicit False overrides a default of True
+    spec = model.variant.spec
+    spec = dataclasses.replace(spec, defaults=dataclasses.replace(spec.defaults, preserve=True, preserve_margin=0))
+    monkeypatch.setattr(model, "variant", dataclasses.replace(model.variant, spec=spec))
+    assert model.resolve(PropagationOptions()).preserve_margin == 0
+    list(model.propagate(clip, PropagationOptions(task=Task.EDIT, steps=1)))
+    list(model.propagate(clip, PropagationOptions(task=Task.EDIT, steps=1, preserve=False)))
+    assert seen == [True, True, False, False]
     wan = GenProp.load("random-tiny-wan", device="cpu")
     with pytest.raises(OptionError, match="--preserve is not available for wan variants"):
         next(wan.propagate(clip, PropagationOptions(task=Task.EDIT, steps=1, preserve=True)))

@@ -105,15 +105,43 @@ class _ForcedMask(torch.nn.Module):
         return replace(out, mask_logits=torch.full_like(out.mask_logits, self.logit))
 
 
-def run_preserve(pipe, frames, preserve: bool, guidance: float = 1.0):
+def run_preserve(pipe, frames, preserve: bool, guidance: float = 1.0, margin: int = 1):
     g = torch.Generator().manual_seed(5)
     source = pipe.encode_frames(frames)
     result = pipe.sample_chunk(
         source_latents=source, condition=pipe.encode_condition(frames[0], g, noise_aug=0.02),
         anchor=pipe.embed_image(frames[0]), task=Task.EDIT, steps=3, guidance=guidance, generator=g,
-        preserve=preserve,
+        preserve=preserve, preserve_margin=margin,
     )  # fmt: skip
     return source, result
+
+
+class _OnePixelMask(torch.nn.Module):
+    """The real denoiser, with its MPD made to mark one latent pixel (row 2, column 3) of every frame."""
+
+    def __init__(self, inner) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, *args, **kwargs):
+        from dataclasses import replace
+
+        out = self.inner(*args, **kwargs)
+        if out.mask_logits is None:
+            return out
+        logits = torch.full_like(out.mask_logits, -30.0)
+        logits[..., 2, 3] = 30.0
+        return replace(out, mask_logits=logits)
+
+
+@pytest.mark.parametrize("margin", [0, 1, 2])
+def test_preserve_margin_sets_how_far_around_the_marked_region_is_generated(pipe, frames, monkeypatch, margin):
+    monkeypatch.setattr(pipe, "denoiser", _OnePixelMask(pipe.denoiser))
+    source, result = run_preserve(pipe, frames, preserve=True, margin=margin)
+    changed = (result.latents - source).abs().amax(dim=(0, 1)) > 1e-6  # (h, w)
+    expected = torch.zeros_like(changed)
+    expected[max(0, 2 - margin) : 3 + margin, max(0, 3 - margin) : 4 + margin] = True
+    assert torch.equal(changed, expected)
 
 
 @pytest.mark.parametrize("guidance", [1.0, 3.0])

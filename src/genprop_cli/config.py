@@ -115,11 +115,17 @@ class PropagationOptions:
     composite: bool = option(
         False, "Take unmodified pixels (per the predicted mask) from the source at full resolution.", batch=JOB
     )
-    preserve: bool = option(
-        False,
-        "While sampling, keep what the predicted mask leaves unmodified anchored to the source (SVD variants).",
+    preserve: bool | None = option(
+        None,
+        "While sampling, keep what the predicted mask leaves unmodified anchored to the source (SVD variants; "
+        "default: the variant's).",
+        "--preserve/--no-preserve",
         batch=JOB,
     )
+    preserve_margin: int | None = option(
+        None, "Latent pixels around the predicted region that --preserve regenerates too (default: the variant's).",
+        batch=JOB,
+    )  # fmt: skip
     prompt: str = option("", "Text conditioning for backbones that read text (Wan); empty by default.", batch=JOB)
 
     def __post_init__(self) -> None:
@@ -133,11 +139,14 @@ class PropagationOptions:
             raise OptionError(f"--steps must be at least 1, got {self.steps}")
         if self.guidance is not None and self.guidance < 0:
             raise OptionError(f"--guidance must be >= 0, got {self.guidance}")
+        if self.preserve_margin is not None and self.preserve_margin < 0:
+            raise OptionError(f"--preserve-margin must be >= 0, got {self.preserve_margin}")
 
     def with_defaults(self, defaults: object) -> PropagationOptions:
-        """These options with every unset value (chunk, overlap, steps, guidance) taken from `defaults` (a
-        variant's `weights.Defaults`); raises OptionError if the combination is invalid."""
-        chosen = {name: getattr(self, name) for name in ("chunk", "overlap", "steps", "guidance")}
+        """These options with every unset value (chunk, overlap, steps, guidance, preserve, preserve_margin)
+        taken from `defaults` (a variant's `weights.Defaults`); raises OptionError if the combination is invalid."""
+        names = ("chunk", "overlap", "steps", "guidance", "preserve", "preserve_margin")
+        chosen = {name: getattr(self, name) for name in names}
         return replace(self, **{k: getattr(defaults, k) if v is None else v for k, v in chosen.items()})
 
 

@@ -131,7 +131,7 @@ class GenProp:
         return self.variant.spec.name
 
     def resolve(self, options: PropagationOptions) -> PropagationOptions:
-        """`options` with every unset value (chunk, overlap, steps, guidance) taken from the variant's defaults."""
+        """`options` with every unset value (chunk, overlap, steps, guidance, preserve) from the variant's defaults."""
         return options.with_defaults(self.variant.spec.defaults)
 
     def check_options(self, options: PropagationOptions) -> None:
@@ -322,7 +322,8 @@ class _PlanRunner:
         source = pipe.encode_frames(to_model_frames([f.rgb for f in chunk], self.plan.work))
         result = pipe.sample_chunk(
             source_latents=source, condition=condition, anchor=anchor, task=options.task, steps=options.steps,
-            guidance=options.guidance, generator=generator, preserve=options.preserve, on_step=self.progress.step,
+            guidance=options.guidance, generator=generator, preserve=options.preserve,
+            preserve_margin=options.preserve_margin, on_step=self.progress.step,
         )  # fmt: skip
         if store is not None:
             store.save(span.index, result.latents, result.mask)
@@ -344,7 +345,7 @@ def propagate(
 ) -> Iterator[OutputFrame]:
     """One-call convenience: loads the variant and yields the output frames of one clip.
 
-    `options` are `PropagationOptions` fields (chunk, overlap, steps, guidance, seed, composite, preserve, prompt).
+    `options` are `PropagationOptions` fields (chunk, overlap, steps, guidance, seed, composite, preserve, preserve_margin, prompt).
     Load a `GenProp` yourself to process several clips without reloading the model.
     """
     opts = PropagationOptions(task=Task(task), **options)  # type: ignore[arg-type]

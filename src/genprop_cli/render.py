@@ -50,6 +50,8 @@ class RenderResult:
     guidance: float
     chunk: int
     overlap: int
+    preserve: bool
+    preserve_margin: int
     frames: int
     chunks: int
     width: int
@@ -167,7 +169,8 @@ def _result(model: GenProp, plan: RunPlan, frames: int, elapsed: float, resumed:
         preview=None,
         variant=model.name, adapter_sha256=model.variant.adapter_sha256, device=str(model.pipeline.device),
         dtype=str(model.pipeline.dtype).removeprefix("torch."), seed=options.seed, steps=options.steps,
-        guidance=options.guidance, chunk=options.chunk, overlap=options.overlap, frames=frames, chunks=plan.chunks,
+        guidance=options.guidance, chunk=options.chunk, overlap=options.overlap, preserve=options.preserve,
+        preserve_margin=options.preserve_margin, frames=frames, chunks=plan.chunks,
         width=plan.display[0], height=plan.display[1], working_width=plan.work[0], working_height=plan.work[1],
         fps=info.fps, duration_s=info.duration_s, audio_streams=len(info.audio), elapsed_s=round(elapsed, 3),
         resumed_chunks=resumed, warnings=warnings,

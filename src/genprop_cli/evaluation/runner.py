@@ -57,11 +57,11 @@ Method = Callable[[EvalExample], "MethodOutput | dict[str, MethodOutput]"]
 
 
 def genprop_method(
-    model, *, steps: int | None = None, guidance: float | None = None, seed: int = 0, preserve: bool = False
+    model, *, steps: int | None = None, guidance: float | None = None, seed: int = 0, preserve: bool | None = None
 ) -> Method:
     """A loaded `GenProp` variant as an evaluation method; one generation scored twice: as generated,
     and "+composite" (pixels outside its MPD mask taken from the source, as `--composite` does).
-    `preserve` samples as `--preserve` does."""
+    `preserve` samples as `--preserve` (True) or `--no-preserve` (False) do; None: the variant's default."""
     from genprop_cli.api import Clip
 
     def run(example: EvalExample) -> dict[str, MethodOutput]:
@@ -249,7 +249,7 @@ class EvalRequest:
     tasks: tuple[Task, ...] = tuple(Task)
     device: str = "auto"
     overwrite: bool = False
-    preserve: bool = False  # also score each GenProp run sampled with --preserve ("<name>+preserve")
+    preserve: bool = False  # also score each GenProp run sampled the other way ("<name>+preserve"/"+no-preserve")
 
 
 def load_examples(request: EvalRequest) -> list[EvalExample]:
@@ -280,9 +280,10 @@ def build_methods(request: EvalRequest) -> dict[str, Method]:
     for name, adapter in runs.items():
         model = GenProp.load(request.model, adapter=adapter, device=request.device)
         methods[name] = genprop_method(model, steps=request.steps, guidance=request.guidance, seed=request.seed)
-        if request.preserve:
-            methods[f"{name}+preserve"] = genprop_method(
-                model, steps=request.steps, guidance=request.guidance, seed=request.seed, preserve=True
+        if request.preserve:  # also the sampling the variant does not do by default
+            other = not model.variant.spec.defaults.preserve
+            methods[f"{name}+{'preserve' if other else 'no-preserve'}"] = genprop_method(
+                model, steps=request.steps, guidance=request.guidance, seed=request.seed, preserve=other
             )
     if request.baselines:
         methods |= {name: baseline_method(name) for name in BASELINES}

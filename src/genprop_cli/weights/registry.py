@@ -162,7 +162,7 @@ def _parse_family(table: dict[str, Any], where: str, r: _Reader) -> str:
 
 
 _LIMIT_KEYS = ("max_pixels", "multiple_of", "max_frames", "native_frames")
-_DEFAULT_KEYS = ("steps", "guidance", "chunk", "overlap", "dtype")
+_DEFAULT_KEYS = ("steps", "guidance", "chunk", "overlap", "dtype", "preserve", "preserve_margin")
 
 
 def _parse_backbone(
@@ -270,4 +270,8 @@ def _parse_defaults(table: dict[str, Any], where: str, r: _Reader) -> Defaults:
     dtype = r.req(table, "dtype", str, where)
     if dtype not in DTYPES:
         raise r.fail(f"{where}.dtype", f"must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    return Defaults(r.positive(table, "steps", where), guidance, chunk, overlap, dtype)
+    margin = r.opt(table, "preserve_margin", int, where, 1)
+    if margin < 0:
+        raise r.fail(f"{where}.preserve_margin", f"must be >= 0, got {margin}")
+    preserve = r.opt(table, "preserve", bool, where, False)
+    return Defaults(r.positive(table, "steps", where), guidance, chunk, overlap, dtype, preserve, margin)

@@ -47,6 +47,8 @@ class Defaults:
     chunk: int
     overlap: int
     dtype: str
+    preserve: bool = False  # sample as with --preserve unless the run says --no-preserve
+    preserve_margin: int = 1  # latent pixels around the predicted region that --preserve regenerates too
 
 
 @dataclass(frozen=True)

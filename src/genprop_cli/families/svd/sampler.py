@@ -214,11 +214,13 @@ class GenPropSVDPipeline:
         generator: torch.Generator | None = None,
         sce_scale: float = 1.0,
         preserve: bool = False,
+        preserve_margin: int = 1,
         on_step: StepCallback | None = None,
     ) -> ChunkResult:
         """Denoises one chunk. `source_latents` (F, C, h, w) scaled; `condition` the conditioning latent (C, h, w),
         unscaled; `anchor` the CLIP embedding. With `preserve`, after every step the latents outside the region
-        the MPD marks as modified are reset to the source's, noised to the step's level (`keep_unmodified`)."""
+        the MPD marks as modified, grown by `preserve_margin` latent pixels, are reset to the source's, noised to the
+        step's level (`keep_unmodified`)."""
         frames, channels, h, w = source_latents.shape
         use_cfg = guidance > 1.0
         batch = 2 if use_cfg else 1
@@ -259,7 +261,9 @@ class GenPropSVDPipeline:
             latents = self.scheduler.step(pred, t, latents).prev_sample
             if known_noise is not None:
                 sigma = self.scheduler.sigmas[i + 1]
-                latents = keep_unmodified(latents[0], source_latents, mask_logits[0], sigma, known_noise[0])[None]
+                latents = keep_unmodified(
+                    latents[0], source_latents, mask_logits[0], sigma, known_noise[0], grow=preserve_margin
+                )[None]
             if on_step is not None:
                 on_step(i + 1, steps)
         return ChunkResult(latents=latents[0], mask=torch.sigmoid(mask_logits[0].float()))

@@ -237,6 +237,7 @@ class GenPropWanPipeline:
         generator: torch.Generator | None = None,
         sce_scale: float = 1.0,
         preserve: bool = False,
+        preserve_margin: int = 1,
         on_step: StepCallback | None = None,
     ) -> ChunkResult:
         """Denoises one chunk. `source_latents` (C, F_lat, h, w); `condition` the first frame (3, H, W) in [-1, 1]."""

@@ -1,18 +1,26 @@
 """Regenerate the toy variant from scratch with the project's own commands, and (optionally) measure it.
 
-    python scripts/build_toy.py                # data -> backbone -> adapter -> package assets + weights.toml
-    python scripts/build_toy.py --ablations    # also the three ablation adapters (same budget)
+    python scripts/build_toy.py                # data -> backbone -> adapter stages 1-4 -> package assets + weights.toml
+    python scripts/build_toy.py --ablations    # also the three ablation adapters (same stages, same budget)
     python scripts/build_toy.py --eval         # also the evaluation set and `genprop eval` of everything built
 
-Every stage is a `genprop` command (printed before it runs) whose output folder under --work is reused
-when it is already complete, so an interrupted build resumes at the stage it stopped in. Stage times go
-to WORK/timings.json.
+The recipe is issue 12's (docs/results.md): 400 toy clips over varied backgrounds with pans and zooms; the
+wide backbone (configs/toy/backbone-wide.toml); the adapter in four stages (configs/toy/adapter-wide*.toml),
+each starting from the previous stage's EMA weights. An ablation applies its overlay (configs/toy/ablation-*.toml)
+to every stage. Every step is a `genprop` command (printed before it runs) whose output folder under --work is
+reused when it is already complete, and a training stage that was interrupted resumes from its last checkpoint,
+so the build can be stopped and restarted. Stage times go to WORK/timings.json. On this project's 2-core CPU:
+about 6 hours (VAE 35 min, U-Net 50 min, adapter 4.5 h; docs/results.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 import os
 import re
 import shutil
@@ -26,6 +34,9 @@ CONFIGS = ROOT / "configs" / "toy"
 ASSETS = ROOT / "src" / "genprop_cli" / "assets" / "toy"
 REGISTRY = ROOT / "weights.toml"
 ABLATIONS = ("no-mpd", "no-ra", "no-color-fill")
+DATASET = ("--clips", "400", "--frames", "48", "--size", "64", "--seed", "0", "--backgrounds", "all", "--zoom", "0.008")
+BACKBONE_CONFIG = "backbone-wide.toml"
+ADAPTER_STAGES = ("adapter-wide.toml", "adapter-wide-stage2.toml", "adapter-wide-stage3.toml", "adapter-wide-stage4.toml")
 BACKBONE_CONFIGS = (
     "model_index.json",
     "feature_extractor/preprocessor_config.json",
@@ -59,12 +70,13 @@ def hashes(folder: Path) -> dict[str, str]:
     return hash_tree(folder)
 
 
-TOY_DESCRIPTION = ("Toy GenProp trained on the toy world (shapes over a panning texture, 64x64) on a CPU: really "
-                   "propagates edits on toy-like clips; not a general-purpose model")
+TOY_DESCRIPTION = ("Toy GenProp trained on a CPU on the toy world (shapes with shadows over textures, gradients, flat "
+                   "colours and photos, panning and zooming; 64x64): really propagates edits on toy-like clips; not a "
+                   "general-purpose model")
 
 
 def registry_block(name: str, backbone: str, adapter: str, backbone_hashes: dict[str, str], adapter_sha: str, *,
-                   description: str = TOY_DESCRIPTION, native_frames: int = 16) -> str:  # fmt: skip
+                   description: str = TOY_DESCRIPTION, native_frames: int = 32) -> str:  # fmt: skip
     """The weights.toml entry of a toy variant (used for the shipped one and for the build's own registry)."""
     files = "\n".join(f'"{k}" = "{v}"' for k, v in sorted(backbone_hashes.items()))
     configs = "\n".join(f'    "{c}",' for c in BACKBONE_CONFIGS)
@@ -98,6 +110,8 @@ guidance = 1.0
 chunk = 32
 overlap = 8
 dtype = "fp32"
+preserve = true  # the MPD's unmodified region is kept anchored to the source while sampling
+preserve_margin = 0  # latent pixels regenerated around that region (docs/results.md: 0 vs 1)
 """
 
 
@@ -121,7 +135,7 @@ def install(work: Path) -> None:
     if ASSETS.exists():
         shutil.rmtree(ASSETS)
     shutil.copytree(work / "backbone", ASSETS / "backbone")
-    shutil.copy2(work / "adapter-full" / "adapter.safetensors", ASSETS / "adapter.safetensors")
+    export_half(adapter_file(work, "full"), ASSETS / "adapter.safetensors")
     block = registry_block("toy", "package:toy/backbone", "package:toy/adapter.safetensors",
                            hashes(ASSETS / "backbone"), _sha(ASSETS / "adapter.safetensors"))
     write_registry_entry("toy", block)
@@ -139,6 +153,46 @@ def install_backbone(work: Path, name: str, description: str, native_frames: int
                            description=description, native_frames=native_frames)  # fmt: skip
     write_registry_entry(name, block)
     print(f"installed {assets} and updated {REGISTRY}", flush=True)
+
+
+def adapter_file(work: Path, run: str) -> Path:
+    """The exported adapter (EMA weights) of the last stage of `run` ("full" or an ablation)."""
+    return work / f"adapter-{run}-stage{len(ADAPTER_STAGES)}" / "adapter.safetensors"
+
+
+def export_half(source: Path, destination: Path) -> None:
+    """Stores an adapter file in fp16, its metadata (the adapter's config) kept: half the package size; loading
+    casts it back to the backbone's dtype."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(source), framework="pt") as f:
+        tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}, str(destination), metadata)
+
+
+def stage_config(work: Path, stage: str, overlay: Path | None) -> Path:
+    """A stage's config, with an ablation's overlay (its [tables]' keys replace the stage's) applied."""
+    if overlay is None:
+        return CONFIGS / stage
+    config = tomllib.loads((CONFIGS / stage).read_text())
+    for table, values in tomllib.loads(overlay.read_text()).items():
+        config[table] = {**config.get(table, {}), **values} if isinstance(values, dict) else values
+    path = work / "configs" / f"{overlay.stem}-{stage}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(toml_text(config))
+    return path
+
+
+def toml_text(config: dict) -> str:
+    """TOML for a training config: top-level scalars, then one level of tables of scalars."""
+    def value(v: object) -> str:
+        return json.dumps(v) if isinstance(v, (bool, str)) else repr(v)
+
+    lines = [f"{k} = {value(v)}" for k, v in config.items() if not isinstance(v, dict)]
+    for table, values in ((k, v) for k, v in config.items() if isinstance(v, dict)):
+        lines += ["", f"[{table}]", *(f"{k} = {value(v)}" for k, v in values.items())]
+    return "\n".join(lines) + "\n"
 
 
 def write_registry_entry(name: str, block: str) -> None:
@@ -164,7 +218,7 @@ def main() -> int:
     parser.add_argument("--install-backbone", metavar="NAME",
                         help="only install WORK/backbone as variant NAME (adapter unpublished) and stop")
     parser.add_argument("--description", default=TOY_DESCRIPTION, help="with --install-backbone")
-    parser.add_argument("--native-frames", type=int, default=16, help="with --install-backbone")
+    parser.add_argument("--native-frames", type=int, default=32, help="with --install-backbone")
     args = parser.parse_args()
     if args.install_backbone:
         install_backbone(args.work, args.install_backbone, args.description, args.native_frames)
@@ -175,31 +229,36 @@ def main() -> int:
     timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
 
     data = work / "data"
-    timed(timings, "dataset", (data / "JPEGImages").is_dir(),
-          lambda: genprop("toy", "dataset", str(data), "--clips", "240", "--frames", "32", "--size", "64", "--seed", "0"))
+    timed(timings, "dataset", (data / "JPEGImages").is_dir(), lambda: genprop("toy", "dataset", str(data), *DATASET))
     timed(timings, "backbone", (work / "backbone" / "model_index.json").is_file(),
           lambda: genprop("toy", "train-backbone", "--data", str(data), "-o", str(work),
-                          "--config", str(CONFIGS / "backbone.toml"), "-q"))
+                          "--config", str(CONFIGS / BACKBONE_CONFIG), "-q"))
     env = {"GENPROP_REGISTRY": str(build_registry(work, None))}
-    runs = {"full": CONFIGS / "adapter.toml"}
+    runs: dict[str, Path | None] = {"full": None}
     if args.ablations:
         runs |= {name: CONFIGS / f"ablation-{name}.toml" for name in ABLATIONS}
-    for name, config in runs.items():
-        folder = work / f"adapter-{name}"
-        timed(timings, f"adapter-{name}", (folder / "adapter.safetensors").is_file(),
-              lambda folder=folder, config=config: genprop(
-                  "train", "--model", "toy", "--data", str(data), "-o", str(folder), "--config", str(config), "-q",
-                  *(["--steps", str(args.adapter_steps)] if args.adapter_steps else []), env=env))
-        timings_file.write_text(json.dumps(timings, indent=2))
+    for name, overlay in runs.items():
+        previous: Path | None = None
+        for number, stage in enumerate(ADAPTER_STAGES, start=1):
+            folder = work / f"adapter-{name}-stage{number}"
+            init = ["--init-adapter", str(previous)] if previous else []
+            steps = ["--steps", str(args.adapter_steps)] if args.adapter_steps else []
+            config = stage_config(work, stage, overlay)
+            timed(timings, folder.name, (folder / "adapter.safetensors").is_file(),
+                  lambda folder=folder, config=config, init=init, steps=steps: genprop(
+                      "train", "--model", "toy", "--data", str(data), "-o", str(folder), "--config", str(config),
+                      *init, *steps, "-q", env=env))  # fmt: skip
+            timings_file.write_text(json.dumps(timings, indent=2))
+            previous = folder / "adapter.safetensors"
     if not args.no_install:
         install(work)
     if args.eval:
         eval_set = work / "eval"
         timed(timings, "eval-set", (eval_set / "index.json").is_file(),
-              lambda: genprop("toy", "eval-set", str(eval_set), "--per-task", str(args.per_task), "--frames", "24", "--size", "64",
-                              "--seed", "1000"))
-        env = {"GENPROP_REGISTRY": str(build_registry(work, work / "adapter-full" / "adapter.safetensors"))}
-        extra = [a for name in runs if name != "full" for a in ("--adapter", f"{name}={work / f'adapter-{name}' / 'adapter.safetensors'}")]
+              lambda: genprop("toy", "eval-set", str(eval_set), "--per-task", str(args.per_task), "--frames", "32",
+                              "--size", "64", "--seed", "7000"))
+        env = {"GENPROP_REGISTRY": str(build_registry(work, adapter_file(work, "full")))}
+        extra = [a for name in runs if name != "full" for a in ("--adapter", f"{name}={adapter_file(work, name)}")]
         timed(timings, "eval", False,
               lambda: genprop("eval", str(eval_set), "--model", "toy", *extra, "-o", str(work / "report"), "--overwrite",
                               "--device", "cpu", "-q", env=env))

@@ -72,8 +72,9 @@ def decompose(model: GenProp, examples, steps: int, preserve: bool | None = None
         identity = propagated(model, source, source[0], Task.EDIT, preserve=preserve)
         table["3. identity propagation (vs source)"]["psnr"].append(metrics.psnr(identity, source))
         task = example.task.value
-        for name, value in score(example, genprop(example)[""]).items():
-            table[f"4. {task}: genprop"][name].append(value)
+        for suffix, output in genprop(example).items():  # as generated, and "+composite"
+            for name, value in score(example, output).items():
+                table[f"4. {task}: genprop{suffix}"][name].append(value)
         for name, baseline in BASELINES.items():
             if applies(name, example.task):
                 for metric, value in score(example, MethodOutput(baseline(source, example.edited_first))).items():

@@ -3,7 +3,7 @@ few steps, then propagate that clip from its own, unedited first frame (identity
 against the clip. A zero adapter scores what the backbone alone does; a perfect copy scores the VAE's ceiling.
 
     python scripts/probe_copy.py --data build/toy2/data --clip toy-00004 --steps 150 \
-        [--lr 2e-4] [--noise-mean 0.7 --noise-std 1.6] [--model toy-wide] [--work /tmp/probe-copy]
+        [--lr 2e-4] [--noise-mean 0.7 --noise-std 1.6] [--model toy] [--work /tmp/probe-copy]
 
 Prints the identity PSNR of the zero adapter and of the trained one (32 frames, the variant's sampling).
 """
@@ -59,7 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--clip", required=True)
-    parser.add_argument("--model", default="toy-wide")
+    parser.add_argument("--model", default="toy")
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--noise-mean", type=float, default=NoiseSchedule().log_sigma_mean)

@@ -2,7 +2,7 @@
 probability inside and outside the true modified region, the area it marks (> 0.5) against the true area, and,
 for track examples, the area it marks when the first frame is left unedited (identity: it should mark none).
 
-    python scripts/probe_mpd.py build/toy2/probe-waves --model toy-wide --adapter A.safetensors [--tasks remove,track]
+    python scripts/probe_mpd.py build/toy2/probe-waves --model toy --adapter A.safetensors [--tasks remove,track]
 """
 
 from __future__ import annotations

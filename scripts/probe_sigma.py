@@ -3,7 +3,7 @@ clip paired with itself, nothing edited) at fixed noise levels, with the adapter
 1 and 0: the backbone alone). A perfect copy has no error at any level; the backbone alone has the error of
 guessing the clip from its first frame (large at high sigma) and of telling noise from texture (at low sigma).
 
-    python scripts/probe_sigma.py build/toy2/probe-waves --model toy-wide --adapter A.safetensors [--examples 3]
+    python scripts/probe_sigma.py build/toy2/probe-waves --model toy --adapter A.safetensors [--examples 3]
 
 Prints, per sigma, the training loss's per-pixel term ((sigma^2+1)/sigma^2 * (denoised - x0)^2, averaged) and the
 denoised latents' SNR, 10*log10(var(x0) / mse), for both settings.
@@ -52,7 +52,7 @@ def errors(pipeline, batch, sigma: float, sce_scale: float, seed: int) -> tuple[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("eval_set")
-    parser.add_argument("--model", default="toy-wide")
+    parser.add_argument("--model", default="toy")
     parser.add_argument("--adapter")
     parser.add_argument("--examples", type=int, default=3)
     args = parser.parse_args()

@@ -23,6 +23,7 @@ from genprop_cli.training.augment import (
     copy_and_paste,
     dilate,
     mask_and_fill,
+    reshape,
     unchanged,
 )
 from genprop_cli.training.data import ClipSpec, VideoSample, open_dataset, sample_clip
@@ -52,6 +53,8 @@ def augment(kind: str, sample: VideoSample, donor: VideoSample, rng: np.random.G
         return mask_and_fill(sample, rng)
     if kind == "unchanged":
         return unchanged(sample, rng)
+    if kind == "reshape":
+        return reshape(sample, rng)
     return color_fill(sample, rng)
 
 
@@ -224,7 +227,7 @@ def test_sampler_draws_kinds_with_the_configured_ratios(config):
 
 def test_default_mix_is_the_papers():
     assert AugmentConfig().probabilities() == {
-        "copy_paste": 0.5, "mask_fill": 0.375, "color_fill": 0.125, "unchanged": 0.0
+        "copy_paste": 0.5, "mask_fill": 0.375, "color_fill": 0.125, "unchanged": 0.0, "reshape": 0.0
     }
 
 
@@ -237,10 +240,42 @@ def test_sampler_applies_the_drawn_kind():
             assert pair.kind == kind
             check_invariant(pair, sample)
     mixed = [PairSampler()(sample, donor, np.random.default_rng(s)).kind for s in range(40)]
-    assert set(mixed) == set(KINDS) - {"unchanged"}  # off by default
-    mixed = [PairSampler(AugmentConfig(unchanged=0.5))(sample, donor, np.random.default_rng(s)).kind
-             for s in range(60)]
+    assert set(mixed) == set(KINDS) - {"unchanged", "reshape"}  # off by default
+    mixed = [PairSampler(AugmentConfig(unchanged=0.5, reshape=0.5))(sample, donor, np.random.default_rng(s)).kind
+             for s in range(80)]
     assert set(mixed) == set(KINDS)
+
+
+def test_a_reshape_changes_only_where_the_shapes_differ_and_keeps_the_objects_colour():
+    """A square on a flat background: where the new shape reaches past the square it takes the square's
+    colour; where the square is no longer covered, the background; the mask is exactly their difference."""
+    rgb = np.full((3, 32, 32, 3), (40, 60, 200), np.uint8)
+    square = np.zeros((3, 32, 32), bool)
+    for t in range(3):
+        square[t, 10:20, 8 + t:18 + t] = True
+    rgb[square] = (250, 120, 10)
+    sample = VideoSample("square", rgb, {1: square})
+    kinds = set()
+    for seed in range(12):
+        pair = reshape(sample, np.random.default_rng(seed))
+        check_invariant(pair, sample)
+        assert pair.task is Task.EDIT and pair.kind == "reshape"
+        grown, dropped = pair.mask & ~square, pair.mask & square
+        assert grown.any() and (pair.edited[grown] == (250, 120, 10)).all()
+        assert np.abs(pair.edited[dropped].astype(int) - (40, 60, 200)).max() <= 4 * 3  # background + mild noise
+        kinds.add(int(pair.mask[0].sum()))
+    assert len(kinds) > 1  # more than one new shape is drawn
+
+
+def test_a_reshape_of_a_disc_still_changes_the_first_frame():
+    y, x = np.ogrid[:24, :24]
+    disc = np.broadcast_to((y - 12) ** 2 + (x - 12) ** 2 <= 16, (2, 24, 24)).copy()
+    rgb = np.full((2, 24, 24, 3), 30, np.uint8)
+    rgb[disc] = (200, 200, 40)
+    sample = VideoSample("disc", rgb, {1: disc})
+    for seed in range(8):
+        pair = reshape(sample, np.random.default_rng(seed))
+        check_invariant(pair, sample)
 
 
 def test_an_unchanged_pair_is_the_clip_itself_with_nothing_to_mark():
@@ -292,10 +327,10 @@ def test_every_kind_keeps_the_invariant_on_clips_read_from_disk(on_disk, kind):
 
 def test_the_trainers_pair_stream_on_disk_mixes_kinds_as_configured(on_disk):
     """Kind frequencies over N draws are within 4 binomial standard errors, sqrt(p(1-p)/N), of the configured
-    (non-default) probabilities: +-0.09 for p = 0.4 at N = 480. Every pair differs from its clip exactly
+    (non-default) probabilities: +-0.09 for p = 1/3 at N = 480. Every pair differs from its clip exactly
     inside its mask."""
     layout, root = on_disk
-    mix = AugmentConfig(copy_paste=1, mask_fill=2, color_fill=1, unchanged=1)
+    mix = AugmentConfig(copy_paste=1, mask_fill=2, color_fill=1, unchanged=1, reshape=1)
     config = TrainConfig(data=str(root), output="unused", format=layout, frames=DISK_CLIP.frames,
                          width=DISK_CLIP.size[0], height=DISK_CLIP.size[1], augment=mix)
     stream = PairStream(config)

@@ -17,6 +17,12 @@ Each augmentation's task is therefore the edit that turns the synthetic clip int
 - Color Fill -> TRACK. An instance's exact per-frame mask is filled with one flat saturated colour: the
   SCE gives the region's shape in every frame, the first frame its content (shape-exact region following;
   what the paper credits for propagating large shape changes).
+- Reshape -> EDIT. Not in the paper, and off by default: an instance takes another shape in every frame
+  (the disc of its area, its bounding box, or itself rotated about its centre), in its own mean colour,
+  where the new shape reaches past it, and over background spread inwards where it no longer covers. The
+  first frame shows shape A where the SCE shows B: the edit the product promises ("reshape it") and that
+  Copy-and-Paste, Mask-and-Fill and Color Fill never show, whose MPD then missed same-colour reshapes
+  (docs/results.md, issue 12). The mask is where the shapes differ.
 - Unchanged -> REMOVE, INSERT or EDIT (even odds). Not in the paper, and off by default: the SCE sees the
   clip itself and the mask is empty. It is the case of a first frame that an edit left unchanged: the
   output must copy the source and the MPD mark nothing. Without it the MPD never sees a pair with nothing
@@ -53,10 +59,11 @@ __all__ = [
     "copy_and_paste",
     "dilate",
     "mask_and_fill",
+    "reshape",
     "unchanged",
 ]
 
-KINDS = ("copy_paste", "mask_fill", "color_fill", "unchanged")
+KINDS = ("copy_paste", "mask_fill", "color_fill", "unchanged", "reshape")
 UNCHANGED_TASKS = (Task.REMOVE, Task.INSERT, Task.EDIT)
 INSERT_PROBABILITY = 0.5  # Mask-and-Fill: background fill (INSERT) vs recolour (EDIT)
 PASTE_FEATHER = 2  # px of soft edge around a pasted object
@@ -68,17 +75,21 @@ FILL_NOISE = 3.0  # std of the noise on a background fill, in 8-bit levels
 FILL_GRID = 24  # cells across a hole on the coarse grid its fill is computed on
 HUE_ROTATION = (60.0, 300.0)  # degrees: far enough from 0/360 to be a visible change
 TINT_STRENGTH = (0.25, 0.5)  # blend towards a saturated colour, so that gray pixels change too
+RESHAPES = ("disc", "box", "rotated")
+RESHAPE_ROTATION = (25.0, 65.0)  # degrees, either way: a square becomes a diamond-like shape
+RESHAPE_LAST_RESORT = 2  # px of growth when no shape differs in the first frame (a tiny or round object)
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Relative frequency of each augmentation (normalised; the paper's 0.5/0.375/0.125, and no unchanged
-    pairs, by default)."""
+    """Relative frequency of each augmentation (normalised; the paper's 0.5/0.375/0.125, and no unchanged or
+    reshape pairs, by default)."""
 
     copy_paste: float = 0.5
     mask_fill: float = 0.375
     color_fill: float = 0.125
     unchanged: float = 0.0
+    reshape: float = 0.0
 
     def __post_init__(self) -> None:
         weights = self.weights()
@@ -160,6 +171,29 @@ def unchanged(sample: VideoSample, rng: np.random.Generator) -> SyntheticPair:
     return _pair(sample.frames, sample.frames.copy(), mask, task, "unchanged")
 
 
+def reshape(sample: VideoSample, rng: np.random.Generator) -> SyntheticPair:
+    """Give an instance another shape in every frame, in its own colour -> EDIT."""
+    objects = _pick_instance(sample, rng)
+    angle = float(rng.uniform(*RESHAPE_ROTATION)) * (1 if rng.random() < 0.5 else -1)
+    shapes = None
+    for kind in rng.permutation(RESHAPES):  # the first that changes the first frame
+        candidate = np.stack([_other_shape(mask, str(kind), angle) for mask in objects])
+        if (candidate[0] != objects[0]).any():
+            shapes = candidate
+            break
+    if shapes is None:
+        shapes = dilate(objects, RESHAPE_LAST_RESORT)
+    # The background behind the whole object (its anti-aliased border included), shown where it is uncovered.
+    background = _fill_background(sample.frames, dilate(objects, INSERT_DILATION), rng)
+    dropped = objects & ~shapes
+    edited = sample.frames.copy()
+    edited[dropped] = background[dropped]
+    grown = shapes & ~objects
+    for t in np.flatnonzero(grown.any(axis=(1, 2))):
+        edited[t][grown[t]] = np.round(sample.frames[t][objects[t]].mean(axis=0)).astype(np.uint8)
+    return _pair(sample.frames, edited, objects ^ shapes, Task.EDIT, "reshape")
+
+
 class PairSampler:
     """Draws an augmentation with the configured mix and applies it."""
 
@@ -182,6 +216,8 @@ class PairSampler:
             return mask_and_fill(sample, rng)
         if kind == "unchanged":
             return unchanged(sample, rng)
+        if kind == "reshape":
+            return reshape(sample, rng)
         return color_fill(sample, rng)
 
 
@@ -227,6 +263,25 @@ def _saturated_colour(rng: np.random.Generator) -> np.ndarray:
     """A random bright, saturated RGB colour."""
     rgb = colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.7, 1.0), rng.uniform(0.75, 1.0))
     return np.round(np.asarray(rgb) * 255).astype(np.uint8)
+
+
+def _other_shape(mask: np.ndarray, kind: str, angle: float) -> np.ndarray:
+    """An (H, W) mask's object as another shape about its centre: "disc" (of its area), "box" (its bounding
+    box) or "rotated" (by `angle` degrees); empty stays empty."""
+    if not mask.any():
+        return mask.copy()
+    rows, cols = np.nonzero(mask)
+    cy, cx = rows.mean(), cols.mean()
+    if kind == "disc":
+        y, x = np.ogrid[: mask.shape[0], : mask.shape[1]]
+        return (y - cy) ** 2 + (x - cx) ** 2 <= len(rows) / math.pi
+    if kind == "box":
+        top, bottom, left, right = _bbox(mask)
+        box = np.zeros_like(mask)
+        box[top:bottom, left:right] = True
+        return box
+    image = Image.fromarray(mask.astype(np.uint8) * 255)
+    return np.asarray(image.rotate(angle, resample=Image.Resampling.NEAREST, center=(cx, cy))) > 127
 
 
 # --- copy and paste ------------------------------------------------------------------------------

@@ -593,7 +593,7 @@ def describe(config: TrainConfig) -> str:
     return (
         f"training {config.model or 'default variant'} adapter on {config.data} ({config.format}), "
         f"{config.steps} steps, batch {config.batch_size}x{config.grad_accum}, {config.frames} frames "
-        f"{config.width}x{config.height}, mix copy-paste/mask-fill/color-fill/unchanged "
-        f"{mix.copy_paste}/{mix.mask_fill}/{mix.color_fill}/{mix.unchanged}"
+        f"{config.width}x{config.height}, mix copy-paste/mask-fill/color-fill/unchanged/reshape "
+        f"{mix.copy_paste}/{mix.mask_fill}/{mix.color_fill}/{mix.unchanged}/{mix.reshape}"
     )
 

@@ -36,7 +36,9 @@ REGISTRY = ROOT / "weights.toml"
 ABLATIONS = ("no-mpd", "no-ra", "no-color-fill")
 DATASET = ("--clips", "400", "--frames", "48", "--size", "64", "--seed", "0", "--backgrounds", "all", "--zoom", "0.008")
 BACKBONE_CONFIG = "backbone-wide.toml"
-ADAPTER_STAGES = ("adapter-wide.toml", "adapter-wide-stage2.toml", "adapter-wide-stage3.toml", "adapter-wide-stage4.toml")
+ADAPTER_STAGES = (
+    "adapter-wide.toml", "adapter-wide-stage2.toml", "adapter-wide-stage3.toml", "adapter-wide-stage4.toml"
+)
 BACKBONE_CONFIGS = (
     "model_index.json",
     "feature_extractor/preprocessor_config.json",

@@ -345,7 +345,8 @@ def propagate(
 ) -> Iterator[OutputFrame]:
     """One-call convenience: loads the variant and yields the output frames of one clip.
 
-    `options` are `PropagationOptions` fields (chunk, overlap, steps, guidance, seed, composite, preserve, preserve_margin, prompt).
+    `options` are `PropagationOptions` fields (chunk, overlap, steps, guidance, seed, composite, preserve,
+    preserve_margin, prompt).
     Load a `GenProp` yourself to process several clips without reloading the model.
     """
     opts = PropagationOptions(task=Task(task), **options)  # type: ignore[arg-type]

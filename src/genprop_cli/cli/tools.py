@@ -195,8 +195,12 @@ def eval_command(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     overwrite: Annotated[bool, typer.Option("--overwrite", "-y", help="Replace an existing report.")] = False,
     preserve: Annotated[
-        bool, typer.Option("--preserve", help="Also score each GenProp run sampled the other way: with --preserve (\"+preserve\"), or "
-                               "with --no-preserve (\"+no-preserve\") for a variant that preserves by default.")
+        bool,
+        typer.Option(
+            "--preserve",
+            help="Also score each GenProp run sampled the other way: with --preserve (\"+preserve\"), or with "
+            "--no-preserve (\"+no-preserve\") for a variant that preserves by default.",
+        ),
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,

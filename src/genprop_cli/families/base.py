@@ -284,8 +284,8 @@ class ChunkSampler(Protocol):
         on_step: StepCallback | None = None,
     ) -> ChunkResult:
         """Denoises one chunk from noise, `steps` steps with classifier-free guidance `guidance` (> 1 runs the
-        unconditional branch), the SCE reading `source_latents`; `preserve` (regenerating `preserve_margin` latent pixels around the predicted
-        region) needs `capabilities.preserve`."""
+        unconditional branch), the SCE reading `source_latents`; `preserve` (regenerating `preserve_margin` latent
+        pixels around the predicted region) needs `capabilities.preserve`."""
         ...
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:

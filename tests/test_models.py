@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -196,3 +197,42 @@ def test_sce_copies_first_n_blocks_and_mpd_copies_last(unet):
     assert adapter.sce.blocks[0].resnets[0].spatial_res_block.conv1.weight.data_ptr() != (
         unet.down_blocks[0].resnets[0].spatial_res_block.conv1.weight.data_ptr()
     )
+
+
+def test_first_frame_change_input_starts_as_a_no_op_and_then_reads_the_change(unet, tmp_path):
+    inputs, source = make_inputs()
+    change = torch.randn(B, 4, H, W, generator=torch.Generator().manual_seed(5))[:, None].expand(-1, F, -1, -1, -1)
+    _, denoiser = wrap(unet, 3)
+    with torch.no_grad():
+        for p in denoiser.adapter.parameters():  # a trained adapter: its SCE already injects
+            p.add_(torch.randn_like(p) * 0.01)
+        before = denoiser(**inputs, source_latents=source, task_ids=torch.tensor([0, 1]))
+        denoiser.adapter.add_first_frame_change(denoiser.backbone)
+        assert denoiser.adapter.config.first_frame_change
+        added = denoiser(**inputs, source_latents=source, task_ids=torch.tensor([0, 1]), first_frame_change=change)
+        torch.testing.assert_close(added.sample, before.sample, atol=1e-6, rtol=0)
+        torch.testing.assert_close(added.mask_logits, before.mask_logits, atol=1e-6, rtol=0)
+
+        torch.nn.init.normal_(denoiser.adapter.sce.change_projection.weight, std=0.05)
+        read = denoiser(**inputs, source_latents=source, task_ids=torch.tensor([0, 1]), first_frame_change=change)
+        other = denoiser(**inputs, source_latents=source, task_ids=torch.tensor([0, 1]), first_frame_change=-change)
+    assert not torch.allclose(read.mask_logits, other.mask_logits), "the MPD must see the first frame's change"
+    assert not torch.allclose(read.sample, other.sample)
+    with pytest.raises(RuntimeError, match="exactly when the adapter reads it"):
+        denoiser(**inputs, source_latents=source, task_ids=torch.tensor([0, 1]))
+
+    path = tmp_path / "change.safetensors"
+    denoiser.adapter.save(path)
+    loaded = GenPropAdapter.load(path, backbone_for("svd", copy.deepcopy(unet)))
+    assert loaded.config == AdapterConfig(family="svd", sce_blocks=3, first_frame_change=True)
+    torch.testing.assert_close(loaded.sce.change_projection.weight, denoiser.adapter.sce.change_projection.weight)
+
+
+def test_adapters_saved_before_the_change_input_load_without_it(unet):
+    old = {"genprop": '{"format": "genprop-adapter", "version": 1, "family": "svd", "sce_blocks": 2, '
+                      '"tasks": ["edit", "remove", "insert", "track"]}'}  # fmt: skip
+    config = AdapterConfig.from_metadata(old, Path("old.safetensors"))
+    assert config == AdapterConfig(family="svd", sce_blocks=2) and not config.first_frame_change
+    adapter = GenPropAdapter(backbone_for("svd", copy.deepcopy(unet)), config)
+    assert adapter.sce.change_projection is None
+    assert not any("change" in k for k in adapter.state_dict())

@@ -161,3 +161,13 @@ def test_wan_adapter_round_trips_and_is_refused_by_an_svd_backbone(transformer, 
     unet = build_random_tiny_pipeline(seed=0).unet
     with pytest.raises(WeightsError, match="'wan' backbone"):
         GenPropAdapter.load(path, backbone_for("svd", unet))
+
+
+def test_an_adapter_reading_the_first_frame_change_is_refused_on_wan(transformer):
+    backbone = backbone_for("wan", transformer)
+    with pytest.raises(WeightsError, match="wan backbones do not give the adapter the first frame's change"):
+        GenPropAdapter(backbone, AdapterConfig(family="wan", sce_blocks=2, first_frame_change=True))
+    adapter = GenPropAdapter(backbone, AdapterConfig(family="wan", sce_blocks=2))
+    with pytest.raises(WeightsError, match="first frame's change"):
+        adapter.add_first_frame_change(backbone)
+    assert not adapter.config.first_frame_change

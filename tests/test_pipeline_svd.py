@@ -198,3 +198,39 @@ def test_keep_unmodified_grows_the_region_and_noises_the_rest_to_sigma():
     generated = torch.zeros(7, 7, dtype=torch.bool)
     generated[2:5, 2:5] = True  # the pixel and its 8 neighbours
     assert (out[0, :, generated] == 5.0).all() and (out[0, :, ~generated] == 0.5).all()
+
+
+@pytest.fixture()
+def change_pipe():
+    """A sampler whose adapter reads the first frame's change (projection zero, as after the upgrade)."""
+    pipe = GenPropSVDPipeline(build_random_tiny_pipeline(seed=0))
+    pipe.adapter.add_first_frame_change(pipe.backbone)
+    return pipe
+
+
+def test_first_frame_change_is_edited_minus_source_first_latent_on_every_frame(pipe, change_pipe, frames):
+    source = change_pipe.encode_frames(frames)
+    scale = change_pipe.vae.config.scaling_factor
+    assert pipe.first_frame_change(source[0] / scale, source) is None  # the adapter does not read it
+    unedited = change_pipe.first_frame_change(source[0] / scale, source)
+    assert unedited.shape == source.shape and unedited.abs().max() < 1e-5
+    edited = frames[0].clone()
+    edited[:, :8, :8] = 1.0  # a white corner: latent pixels under it change, far ones do not
+    change = change_pipe.first_frame_change(change_pipe.encode_condition(edited, None, noise_aug=0.0), source)
+    assert torch.equal(change[0], change[-1])
+    f = change_pipe.spatial_factor
+    # (the random tiny VAE spreads a change widely, hence a far corner and a factor 4)
+    inside, outside = change[0, :, : 8 // f, : 8 // f].abs().mean(), change[0, :, -2:, -3:].abs().mean()
+    assert outside < inside / 4
+
+
+@pytest.mark.parametrize("guidance", [1.0, 3.0])
+def test_a_zero_change_projection_samples_what_the_adapter_did_without_it(pipe, change_pipe, frames, guidance):
+    before, after = run(pipe, frames, guidance=guidance), run(change_pipe, frames, guidance=guidance)
+    torch.testing.assert_close(after.latents, before.latents, atol=1e-5, rtol=0)
+    torch.testing.assert_close(after.mask, before.mask, atol=1e-5, rtol=0)
+    with torch.no_grad():
+        torch.nn.init.normal_(change_pipe.adapter.sce.change_projection.weight, std=0.1)
+        for inj in change_pipe.adapter.sce.injections:
+            torch.nn.init.normal_(inj.weight, std=0.05)
+    assert not torch.allclose(run(change_pipe, frames, guidance=guidance).mask, before.mask)

@@ -440,3 +440,25 @@ def test_a_checkpoint_written_before_an_option_existed_resumes_under_its_default
     with pytest.raises(OptionError, match="other options"):
         train(config(davis, run, steps=3, augment={"unchanged": 0.5}))
     assert train(config(davis, run, steps=3)).resumed_from == 2
+
+
+def test_a_run_adding_the_first_frame_change_starts_where_its_init_adapter_was_and_trains_the_new_input(
+    davis, tmp_path
+):
+    from genprop_cli.families import backbone_for
+    from genprop_cli.families.svd.tiny import build_random_tiny_pipeline
+    from genprop_cli.models.genprop import GenPropAdapter
+
+    first = train(config(davis, tmp_path / "first", steps=2))
+    same = train(config(davis, tmp_path / "same", steps=2, init_adapter=first.adapter, ema_decay=0.5))
+    added = train(config(davis, tmp_path / "added", steps=2, init_adapter=first.adapter, ema_decay=0.5,
+                         first_frame_change=True))  # fmt: skip
+    # Step 1's loss is computed before any update: the zero-initialised input changes nothing there.
+    assert read_log(tmp_path / "added")[0]["total"] == pytest.approx(read_log(tmp_path / "same")[0]["total"], rel=1e-5)
+    adapter = GenPropAdapter.load(Path(added.adapter), backbone_for("svd", build_random_tiny_pipeline(seed=0).unet))
+    assert adapter.config.first_frame_change
+    assert adapter.sce.change_projection.weight.abs().max() > 0, "the new input must train"
+    assert "change_projection" not in " ".join(load_file(same.adapter))
+    exported = load_file(str(export_checkpoint(latest_checkpoint(tmp_path / "added"), tmp_path / "export.safetensors")))
+    for key, value in load_file(added.adapter).items():
+        torch.testing.assert_close(exported[key], value, msg=key)

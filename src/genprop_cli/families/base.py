@@ -53,6 +53,9 @@ class ForwardCall(Generic[CaptureT]):
     # Run the MPD on the batch's last `mask_samples` samples only (None: all). Under CFG only the conditional
     # branch's mask is read, and it comes last: the MPD's block then runs at half the batch.
     mask_samples: int | None = None
+    # For an adapter with `first_frame_change`: edited minus original first-frame latent, broadcast to every
+    # frame in `source_latents`' layout.
+    first_frame_change: torch.Tensor | None = None
     residuals: list[torch.Tensor] | None = None
     mask_logits: torch.Tensor | None = None
     sce_response: torch.Tensor | None = None
@@ -73,6 +76,9 @@ class Backbone(ABC, Generic[CaptureT]):
     component: ClassVar[str]
     #: whether the SCE input itself (before its first block) is injected, as ControlNet does for U-Nets
     inject_input: ClassVar[bool] = False
+    #: whether the family's sampler and objective give the SCE the first frame's change
+    #: (`AdapterConfig.first_frame_change`); adapters that read it are refused on a family without
+    first_frame_change: ClassVar[bool] = False
 
     def __init__(self, denoiser: nn.Module) -> None:
         self.denoiser = denoiser

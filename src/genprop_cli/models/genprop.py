@@ -9,7 +9,7 @@ holds the small config needed to rebuild the modules around a backbone.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,9 @@ class AdapterConfig:
     family: str
     sce_blocks: int
     tasks: tuple[str, ...] = field(default_factory=lambda: tuple(t.value for t in Task))
+    # The SCE also reads the first frame's change (edited minus original latent, on every frame); files
+    # written before this option existed lack the key and read as False.
+    first_frame_change: bool = False
 
     def to_metadata(self) -> dict[str, str]:
         body = {"format": ADAPTER_FORMAT, "version": ADAPTER_FORMAT_VERSION, **asdict(self)}
@@ -43,7 +46,10 @@ class AdapterConfig:
             body = json.loads((metadata or {})["genprop"])
             if body.get("format") != ADAPTER_FORMAT or body.get("version") != ADAPTER_FORMAT_VERSION:
                 raise ValueError(body.get("format"))
-            return cls(family=body["family"], sce_blocks=int(body["sce_blocks"]), tasks=tuple(body["tasks"]))
+            return cls(
+                family=body["family"], sce_blocks=int(body["sce_blocks"]), tasks=tuple(body["tasks"]),
+                first_frame_change=bool(body.get("first_frame_change", False)),
+            )  # fmt: skip
         except (KeyError, ValueError, TypeError) as exc:
             raise WeightsError(f"{source} is not a GenProp adapter file (missing or bad 'genprop' metadata)") from exc
 
@@ -60,9 +66,11 @@ class SelectiveContentEncoder(nn.Module):
 
     Its input is the backbone's own input features plus a projection of the original video's latents: the
     backbone -> SCE direction of the paper's bidirectional exchange, which lets the SCE see what was edited.
+    With a `change_projection` (`AdapterConfig.first_frame_change`, beyond the paper) it also reads the first
+    frame's change, edited minus original latent, so that where the edit is need not be inferred.
     """
 
-    def __init__(self, backbone: Backbone, num_blocks: int) -> None:
+    def __init__(self, backbone: Backbone, num_blocks: int, *, first_frame_change: bool = False) -> None:
         super().__init__()
         self.source_projection = backbone.make_source_projection()
         self.blocks = backbone.copy_encoder_blocks(num_blocks)
@@ -71,11 +79,31 @@ class SelectiveContentEncoder(nn.Module):
             zero_init(backbone.make_injection(c)).to(dtype) for c in backbone.tap_channels(num_blocks)
         )
         self.inject_input = backbone.inject_input
+        self.change_projection: nn.Module | None = None
+        if first_frame_change:
+            self.add_change_projection(backbone)
+
+    def add_change_projection(self, backbone: Backbone) -> None:
+        """Adds the zero-initialised projection of the first frame's change (a no-op until it trains)."""
+        if not backbone.first_frame_change:
+            raise WeightsError(f"{backbone.family} backbones do not give the adapter the first frame's change")
+        weight = self.source_projection.weight
+        self.change_projection = zero_init(backbone.make_source_projection()).to(weight.device, weight.dtype)
 
     def forward(
-        self, source: torch.Tensor, backbone_input: torch.Tensor, backbone: Backbone, call: ForwardCall
+        self,
+        source: torch.Tensor,
+        backbone_input: torch.Tensor,
+        backbone: Backbone,
+        call: ForwardCall,
+        change: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
+        """`change`: the first frame's change in `source`'s layout, needed exactly when the SCE reads it."""
         hidden = self.source_projection(source) + backbone_input
+        if (change is None) != (self.change_projection is None):
+            raise RuntimeError("the first frame's change must be given exactly when the adapter reads it")
+        if change is not None:
+            hidden = hidden + self.change_projection(change)
         taps = [hidden] if self.inject_input else []
         for block in self.blocks:
             hidden, block_taps = backbone.run_encoder_block(block, hidden, call)
@@ -117,7 +145,7 @@ class GenPropAdapter(nn.Module):
                 f"adapter was made for a {config.family!r} backbone, but the variant's backbone is {backbone.family!r}"
             )
         self.config = config
-        self.sce = SelectiveContentEncoder(backbone, config.sce_blocks)
+        self.sce = SelectiveContentEncoder(backbone, config.sce_blocks, first_frame_change=config.first_frame_change)
         self.mpd = MaskPredictionDecoder(backbone)
         self.task_embedding = TaskEmbedding(len(config.tasks), backbone.embedding_dim)
 
@@ -130,6 +158,13 @@ class GenPropAdapter(nn.Module):
             raise WeightsError(f"this adapter was not trained for the {name!r} task (it knows: {trained})")
         return self.config.tasks.index(name)
 
+    def add_first_frame_change(self, backbone: Backbone) -> None:
+        """Makes the SCE read the first frame's change too, starting as a no-op: how an adapter trained
+        without that input goes on training with it."""
+        if not self.config.first_frame_change:
+            self.sce.add_change_projection(backbone)
+            self.config = replace(self.config, first_frame_change=True)
+
     def blocks(self) -> list[nn.Module]:
         """The adapter's copies of backbone blocks (SCE and MPD), for compilation."""
         return [*self.sce.blocks, self.mpd.block]
@@ -141,12 +176,14 @@ class GenPropAdapter(nn.Module):
         backbone: Backbone,
         call: ForwardCall,
         probe: torch.Tensor | None = None,
+        change: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """The SCE's residuals; with a `probe`, also records in `call.sce_response` how much they change
-        when the source is perturbed by it (finite differences, for the region-aware L_grad term)."""
-        residuals = self.sce(source, backbone_input, backbone, call)
+        when the source is perturbed by it (finite differences, for the region-aware L_grad term). `change`:
+        the first frame's change, in `source`'s layout, for an adapter that reads it."""
+        residuals = self.sce(source, backbone_input, backbone, call, change)
         if probe is not None:
-            probed = self.sce(source + probe, backbone_input, backbone, call)
+            probed = self.sce(source + probe, backbone_input, backbone, call, change)
             scale = probe.detach().square().mean().clamp_min(1e-12)
             changes = [(p - r).square().mean() for p, r in zip(probed, residuals, strict=True)]
             call.sce_response = torch.stack(changes).mean() / scale
@@ -215,12 +252,14 @@ class GenPropDenoiser(nn.Module):
         probe: torch.Tensor | None = None,
         predict_mask: bool = True,
         mask_samples: int | None = None,
+        first_frame_change: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> GenPropOutput:
-        """`predict_mask=False` skips the MPD; `mask_samples=k` runs it on the batch's last k samples only."""
+        """`predict_mask=False` skips the MPD; `mask_samples=k` runs it on the batch's last k samples only;
+        `first_frame_change` (the layout of `source_latents`) only for an adapter that reads it."""
         call = ForwardCall(
             source_latents=source_latents, task_ids=task_ids, capture=self.backbone.new_capture(), sce_scale=sce_scale,
-            probe=probe, predict_mask=predict_mask, mask_samples=mask_samples,
+            probe=probe, predict_mask=predict_mask, mask_samples=mask_samples, first_frame_change=first_frame_change,
         )  # fmt: skip
         self._slot.call = call
         try:

@@ -66,6 +66,9 @@ class TrainConfig:
     format: str = "davis"
     model: str | None = None  # variant whose backbone is trained against (weights.toml)
     init_adapter: str | None = None  # start from these adapter weights instead of zero-initialised ones
+    # the SCE also reads the first frame's change (`AdapterConfig.first_frame_change`); added to an
+    # `init_adapter` without it as a no-op that then trains
+    first_frame_change: bool = False
     sce_blocks: int | None = None  # None: every encoder block of the backbone
     steps: int = 1000
     batch_size: int = 1
@@ -233,7 +236,8 @@ def latest_checkpoint(output: Path) -> Path | None:
 
 
 def _load_pipeline(config: TrainConfig, device: torch.device):
-    """The frozen backbone of the variant with a fresh (zero-initialised) adapter, or `init_adapter`."""
+    """The frozen backbone of the variant with a fresh (zero-initialised) adapter, or `init_adapter`; reading
+    the first frame's change if the config asks."""
     from genprop_cli.families import sampler_class
     from genprop_cli.pipelines import quiet_libraries
     from genprop_cli.weights import resolve_variant
@@ -241,7 +245,7 @@ def _load_pipeline(config: TrainConfig, device: torch.device):
     resolved = resolve_variant(config.model, adapter=config.init_adapter, require_adapter=False)
     quiet_libraries()
     # Adapter weights train in float32; mixed precision is Accelerate's autocast.
-    return sampler_class(resolved.spec.family).from_pretrained(
+    pipe = sampler_class(resolved.spec.family).from_pretrained(
         resolved.backbone_dir,
         resolved.adapter_file if config.init_adapter else None,
         device=device,
@@ -249,6 +253,9 @@ def _load_pipeline(config: TrainConfig, device: torch.device):
         file_variant=resolved.spec.backbone_file_variant,
         sce_blocks=config.sce_blocks,
     )
+    if config.first_frame_change:
+        pipe.adapter.add_first_frame_change(pipe.backbone)
+    return pipe
 
 
 _HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}

@@ -44,6 +44,7 @@ class SVDBackbone(Backbone[SVDCapture]):
     family = "svd"
     component = "unet"
     inject_input = True  # the conv_in output is a skip connection, as in ControlNet
+    first_frame_change = True  # `GenPropSVDPipeline.first_frame_change`
 
     def __init__(self, unet: UNetSpatioTemporalConditionModel) -> None:
         super().__init__(unet)
@@ -209,7 +210,9 @@ class _RunSCE(ModelHook):
             call.capture.encoder_hidden_states = kwargs["encoder_hidden_states"]
             flat = call.source_latents.flatten(0, 1)  # (B, F, C, h, w) -> (B*F, C, h, w)
             probe = call.probe.flatten(0, 1) if call.probe is not None else None
-            residuals = self.adapter.run_sce(flat, call.capture.conv_in, self.backbone, call, probe)
+            change = call.first_frame_change
+            change = change.flatten(0, 1) if change is not None else None
+            residuals = self.adapter.run_sce(flat, call.capture.conv_in, self.backbone, call, probe, change)
             call.residuals = [r * call.sce_scale for r in residuals]
         return args, kwargs
 

@@ -63,10 +63,12 @@ def denoising_loss(
     schedule: NoiseSchedule = NoiseSchedule(),
     sigma: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
+    first_frame_change: torch.Tensor | None = None,
 ) -> LossTerms:
     """One forward of the GenProp denoiser on a batch and the region-aware loss terms.
 
-    `denoiser` is the (possibly DDP-wrapped) GenPropDenoiser; `sigma`/`noise` may be fixed by tests.
+    `denoiser` is the (possibly DDP-wrapped) GenPropDenoiser; `sigma`/`noise` may be fixed by tests;
+    `first_frame_change` (B, F, C, h, w) is given exactly when the adapter reads it.
     """
     x0 = batch.target
     b, f = x0.shape[:2]
@@ -87,6 +89,7 @@ def denoising_loss(
         source_latents=batch.source,
         task_ids=batch.task_ids,
         probe=probe,
+        first_frame_change=first_frame_change,
     )
     denoised = edm_denoised(noisy, s, out.sample)
     per_pixel = (s**2 + 1) / s**2 * (denoised - x0).square()
@@ -105,4 +108,8 @@ class EDMObjective:
         return encode_pairs(self.pipeline, pairs, generator)
 
     def loss(self, denoiser, batch: TrainingBatch, weights: LossWeights, generator: torch.Generator) -> LossTerms:
-        return denoising_loss(denoiser, batch, weights, generator, time_ids=self.time_ids, schedule=self.schedule)
+        change = self.pipeline.first_frame_change(batch.condition, batch.source)
+        return denoising_loss(
+            denoiser, batch, weights, generator, time_ids=self.time_ids, schedule=self.schedule,
+            first_frame_change=change,
+        )  # fmt: skip

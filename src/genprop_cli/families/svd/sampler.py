@@ -195,6 +195,15 @@ class GenPropSVDPipeline:
         """The latent the previous chunk generated at this chunk's start, used directly (no VAE round trip)."""
         return self.conditioning_from_latent(result.latents[offset])
 
+    def first_frame_change(self, condition: torch.Tensor, source_latents: torch.Tensor) -> torch.Tensor | None:
+        """What an adapter with `first_frame_change` reads: the conditioning latent (unscaled, (..., C, h, w))
+        minus the source's first frame (scaled, (..., F, C, h, w)), in scaled units, on every frame; None for
+        an adapter that does not read it."""
+        if not self.adapter.config.first_frame_change:
+            return None
+        change = condition.to(source_latents.dtype) * self.vae.config.scaling_factor - source_latents[..., 0, :, :, :]
+        return change.unsqueeze(-4).expand_as(source_latents)
+
     # --- sampling ----------------------------------------------------------------------------------
     def _added_time_ids(self, batch: int, cond: SVDConditioning) -> torch.Tensor:
         # SVD was trained on fps - 1 (see diffusers' SVD pipeline).
@@ -238,6 +247,11 @@ class GenPropSVDPipeline:
             image_latents = torch.cat([torch.zeros_like(image_latents), image_latents])
             context = torch.cat([torch.zeros_like(context), context])
         source = source_latents[None].expand(batch, -1, -1, -1, -1)
+        change = self.first_frame_change(condition, source_latents)
+        if change is not None:
+            change = change[None]
+            if use_cfg:  # the unconditional branch sees no frame, so no change either
+                change = torch.cat([torch.zeros_like(change), change])
         task_ids = torch.full((batch,), self.adapter.task_id(task), device=self.device, dtype=torch.long)
         time_ids = self._added_time_ids(batch, self.conditioning)
 
@@ -251,6 +265,7 @@ class GenPropSVDPipeline:
             out = self.denoiser(
                 model_in, t, context, time_ids, source_latents=source, task_ids=task_ids, sce_scale=sce_scale,
                 predict_mask=preserve or i == last, mask_samples=1,  # only the conditional branch's is read
+                first_frame_change=change,
             )  # fmt: skip
             pred = out.sample
             if use_cfg:

@@ -236,3 +236,19 @@ def test_adapters_saved_before_the_change_input_load_without_it(unet):
     adapter = GenPropAdapter(backbone_for("svd", copy.deepcopy(unet)), config)
     assert adapter.sce.change_projection is None
     assert not any("change" in k for k in adapter.state_dict())
+
+
+def test_the_mpd_reads_the_first_frame_change_itself_without_touching_the_prediction(unet):
+    inputs, source = make_inputs()
+    change = torch.randn(B, F, 4, H, W, generator=torch.Generator().manual_seed(6))
+    _, denoiser = wrap(unet, 2)
+    denoiser.adapter.add_first_frame_change(denoiser.backbone)
+    with torch.no_grad():
+        torch.nn.init.normal_(denoiser.adapter.mpd.change_projection.weight, std=0.1)
+        a = denoiser(**inputs, source_latents=source, task_ids=torch.tensor([0, 1]), first_frame_change=change)
+        b = denoiser(**inputs, source_latents=source, task_ids=torch.tensor([0, 1]), first_frame_change=-change)
+        last = denoiser(**inputs, source_latents=source, task_ids=torch.tensor([0, 1]), first_frame_change=change,
+                        mask_samples=1)  # fmt: skip
+    torch.testing.assert_close(a.sample, b.sample, atol=1e-6, rtol=0)  # the SCE's projection is still zero
+    assert not torch.allclose(a.mask_logits, b.mask_logits)
+    torch.testing.assert_close(last.mask_logits, a.mask_logits[-1:], atol=1e-5, rtol=0)

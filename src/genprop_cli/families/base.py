@@ -128,6 +128,14 @@ class Backbone(ABC, Generic[CaptureT]):
     def make_mask_head(self) -> nn.Module:
         """Per-position MLP from the MPD block's features to one mask logit."""
 
+    def make_mask_change_projection(self) -> nn.Module:
+        """Maps the first frame's change into the MPD block's feature space (families with `first_frame_change`)."""
+        raise NotImplementedError(f"{self.family} backbones do not give the adapter the first frame's change")
+
+    def mask_change_input(self, call: ForwardCall[CaptureT]) -> torch.Tensor:
+        """`call.first_frame_change` in the layout of the MPD block's output (its samples only)."""
+        raise NotImplementedError(f"{self.family} backbones do not give the adapter the first frame's change")
+
     # --- running blocks on their own ---------------------------------------------------------------
     @abstractmethod
     def new_capture(self) -> CaptureT:

@@ -67,7 +67,8 @@ class SelectiveContentEncoder(nn.Module):
     Its input is the backbone's own input features plus a projection of the original video's latents: the
     backbone -> SCE direction of the paper's bidirectional exchange, which lets the SCE see what was edited.
     With a `change_projection` (`AdapterConfig.first_frame_change`, beyond the paper) it also reads the first
-    frame's change, edited minus original latent, so that where the edit is need not be inferred.
+    frame's change, edited minus original latent, so that where the edit is need not be inferred (the MPD
+    reads it too).
     """
 
     def __init__(self, backbone: Backbone, num_blocks: int, *, first_frame_change: bool = False) -> None:
@@ -112,15 +113,27 @@ class SelectiveContentEncoder(nn.Module):
 
 
 class MaskPredictionDecoder(nn.Module):
-    """Copy of the backbone's last block plus a per-position MLP head: one modification-mask logit per latent pixel."""
+    """Copy of the backbone's last block plus a per-position MLP head: one modification-mask logit per latent pixel.
+    With a `change_projection` (`AdapterConfig.first_frame_change`) the head also reads the first frame's change,
+    so that L_MPD trains that reading directly rather than through the SCE's injections."""
 
-    def __init__(self, backbone: Backbone) -> None:
+    def __init__(self, backbone: Backbone, *, first_frame_change: bool = False) -> None:
         super().__init__()
         self.block = backbone.copy_decoder_block()
         self.head = backbone.make_mask_head().to(next(self.block.parameters()).dtype)
+        self.change_projection: nn.Module | None = None
+        if first_frame_change:
+            self.add_change_projection(backbone)
+
+    def add_change_projection(self, backbone: Backbone) -> None:
+        """Adds the zero-initialised projection of the first frame's change onto the head's input."""
+        weight = next(self.head.parameters())
+        self.change_projection = zero_init(backbone.make_mask_change_projection()).to(weight.device, weight.dtype)
 
     def forward(self, backbone: Backbone, call: ForwardCall) -> torch.Tensor:
         features = backbone.run_decoder_block(self.block, call)
+        if self.change_projection is not None:
+            features = features + self.change_projection(backbone.mask_change_input(call))
         return backbone.mask_logits_to_frames(self.head(features), call)
 
 
@@ -146,7 +159,7 @@ class GenPropAdapter(nn.Module):
             )
         self.config = config
         self.sce = SelectiveContentEncoder(backbone, config.sce_blocks, first_frame_change=config.first_frame_change)
-        self.mpd = MaskPredictionDecoder(backbone)
+        self.mpd = MaskPredictionDecoder(backbone, first_frame_change=config.first_frame_change)
         self.task_embedding = TaskEmbedding(len(config.tasks), backbone.embedding_dim)
 
     def task_id(self, task: Task | str) -> int:
@@ -163,6 +176,7 @@ class GenPropAdapter(nn.Module):
         without that input goes on training with it."""
         if not self.config.first_frame_change:
             self.sce.add_change_projection(backbone)
+            self.mpd.add_change_projection(backbone)
             self.config = replace(self.config, first_frame_change=True)
 
     def blocks(self) -> list[nn.Module]:

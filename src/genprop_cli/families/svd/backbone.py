@@ -101,6 +101,16 @@ class SVDBackbone(Backbone[SVDCapture]):
     def make_injection(self, channels: int) -> nn.Module:
         return nn.Conv2d(channels, channels, kernel_size=1)
 
+    def make_mask_change_projection(self) -> nn.Module:
+        channels = self.unet.config.block_out_channels[0]
+        return nn.Conv2d(self.unet.config.out_channels, channels, kernel_size=3, padding=1).to(self.unet.dtype)
+
+    def mask_change_input(self, call: ForwardCall[SVDCapture]) -> torch.Tensor:
+        change = call.first_frame_change
+        if call.mask_samples is not None:
+            change = change[-call.mask_samples :]
+        return change.flatten(0, 1)  # (B, F, C, h, w) -> (B*F, C, h, w), as the last up block's output
+
     def make_mask_head(self) -> nn.Module:
         channels = self.unet.config.block_out_channels[0]
         groups = 32 if channels % 32 == 0 else 1

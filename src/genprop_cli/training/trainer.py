@@ -602,6 +602,6 @@ def describe(config: TrainConfig) -> str:
         f"{config.steps} steps, batch {config.batch_size}x{config.grad_accum}, {config.frames} frames "
         f"{config.width}x{config.height}, mix copy-paste/mask-fill/color-fill/unchanged/reshape "
         f"{mix.copy_paste}/{mix.mask_fill}/{mix.color_fill}/{mix.unchanged}/{mix.reshape}"
-        + (", the SCE reading the first frame's change" if config.first_frame_change else "")
+        + (", SCE and MPD reading the first frame's change" if config.first_frame_change else "")
     )
 

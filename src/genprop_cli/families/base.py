@@ -128,8 +128,13 @@ class Backbone(ABC, Generic[CaptureT]):
     def make_mask_head(self) -> nn.Module:
         """Per-position MLP from the MPD block's features to one mask logit."""
 
+    def make_change_projection(self) -> nn.Module:
+        """Maps the first frame's change and its magnitude (`models.genprop.change_features`: twice the latent
+        channels) into the SCE's input feature space (families with `first_frame_change`)."""
+        raise NotImplementedError(f"{self.family} backbones do not give the adapter the first frame's change")
+
     def make_mask_change_projection(self) -> nn.Module:
-        """Maps the first frame's change into the MPD block's feature space (families with `first_frame_change`)."""
+        """The same into the MPD block's feature space."""
         raise NotImplementedError(f"{self.family} backbones do not give the adapter the first frame's change")
 
     def mask_change_input(self, call: ForwardCall[CaptureT]) -> torch.Tensor:

@@ -61,6 +61,13 @@ def zero_init(module: nn.Module) -> nn.Module:
     return module
 
 
+def change_features(change: torch.Tensor) -> torch.Tensor:
+    """What the change projections read, channels first: the signed change and its magnitude. The magnitude
+    says "changed here" with one sign whatever the colours, which a zero-initialised linear layer can pick
+    up at once; from the signed change alone it would need a nonlinearity to learn first."""
+    return torch.cat([change, change.abs()], dim=1)
+
+
 class SelectiveContentEncoder(nn.Module):
     """Trainable copy of the backbone's first N blocks reading the ORIGINAL video, with zero-init injections.
 
@@ -89,7 +96,7 @@ class SelectiveContentEncoder(nn.Module):
         if not backbone.first_frame_change:
             raise WeightsError(f"{backbone.family} backbones do not give the adapter the first frame's change")
         weight = self.source_projection.weight
-        self.change_projection = zero_init(backbone.make_source_projection()).to(weight.device, weight.dtype)
+        self.change_projection = zero_init(backbone.make_change_projection()).to(weight.device, weight.dtype)
 
     def forward(
         self,
@@ -104,7 +111,7 @@ class SelectiveContentEncoder(nn.Module):
         if (change is None) != (self.change_projection is None):
             raise RuntimeError("the first frame's change must be given exactly when the adapter reads it")
         if change is not None:
-            hidden = hidden + self.change_projection(change)
+            hidden = hidden + self.change_projection(change_features(change))
         taps = [hidden] if self.inject_input else []
         for block in self.blocks:
             hidden, block_taps = backbone.run_encoder_block(block, hidden, call)
@@ -133,7 +140,7 @@ class MaskPredictionDecoder(nn.Module):
     def forward(self, backbone: Backbone, call: ForwardCall) -> torch.Tensor:
         features = backbone.run_decoder_block(self.block, call)
         if self.change_projection is not None:
-            features = features + self.change_projection(backbone.mask_change_input(call))
+            features = features + self.change_projection(change_features(backbone.mask_change_input(call)))
         return backbone.mask_logits_to_frames(self.head(features), call)
 
 

@@ -101,9 +101,15 @@ class SVDBackbone(Backbone[SVDCapture]):
     def make_injection(self, channels: int) -> nn.Module:
         return nn.Conv2d(channels, channels, kernel_size=1)
 
+    def make_change_projection(self) -> nn.Module:
+        conv_in = self.unet.conv_in
+        inputs = 2 * self.unet.config.out_channels  # the change and its magnitude
+        projection = nn.Conv2d(inputs, conv_in.out_channels, conv_in.kernel_size, padding=conv_in.padding)
+        return projection.to(conv_in.weight.dtype)
+
     def make_mask_change_projection(self) -> nn.Module:
         channels = self.unet.config.block_out_channels[0]
-        return nn.Conv2d(self.unet.config.out_channels, channels, kernel_size=3, padding=1).to(self.unet.dtype)
+        return nn.Conv2d(2 * self.unet.config.out_channels, channels, kernel_size=3, padding=1).to(self.unet.dtype)
 
     def mask_change_input(self, call: ForwardCall[SVDCapture]) -> torch.Tensor:
         change = call.first_frame_change

@@ -97,3 +97,14 @@ def test_genprop_train_on_the_tiny_dit_writes_an_adapter_the_render_loads(tmp_pa
     from genprop_cli.weights import sha256_file
 
     assert json.loads(rendered.stdout)["adapter_sha256"] == sha256_file(adapter)  # the trained file was used
+
+
+def test_a_source_noised_step_trains_the_mpd_alone(pipe):
+    objective = FlowObjective(pipe)
+    g = torch.Generator().manual_seed(0)
+    batch = objective.encode(fixed_pairs(), g)
+    levels, noise = torch.tensor([0.3, 0.7]), torch.randn(batch.target.shape, generator=g)
+    weights = LossWeights(mpd=0.5, mpd_source_noised=1.0)
+    terms = objective.loss(pipe.denoiser, batch, weights, torch.Generator().manual_seed(1), levels=levels, noise=noise)
+    assert float(terms.total.detach()) == pytest.approx(0.5 * float(terms.mpd.detach()))
+    assert float(terms.non_mask) == float(terms.grad) == 0.0

@@ -62,6 +62,39 @@ def test_a_few_steps_reduce_the_loss_on_a_fixed_batch_and_leave_the_backbone_unt
         assert torch.equal(v, vae_before[k]), k
 
 
+def test_source_noised_steps_show_the_model_the_noised_source_and_train_the_mpd_alone():
+    import dataclasses
+
+    from genprop_cli.training.losses import draws_source_noised
+
+    torch.manual_seed(0)
+    pipe = GenPropSVDPipeline(build_random_tiny_pipeline(seed=0))
+    g = torch.Generator().manual_seed(0)
+    batch = encode_pairs(pipe, fixed_pairs(), g)
+    sigma, noise = torch.tensor([0.8, 1.5]), torch.randn(batch.target.shape, generator=g)
+    time_ids = pipe._added_time_ids(1, pipe.conditioning)
+    with torch.no_grad():  # an MPD that marks something, so that its input matters
+        for p in pipe.denoiser.adapter.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+
+    def terms(weights: LossWeights, batch):
+        return denoising_loss(pipe.denoiser, batch, weights, torch.Generator().manual_seed(1), time_ids=time_ids,
+                              sigma=sigma, noise=noise)  # fmt: skip
+
+    always = terms(LossWeights(mpd=0.5, mpd_source_noised=1.0), batch)
+    assert float(always.total) == pytest.approx(0.5 * float(always.mpd))
+    assert float(always.non_mask) == float(always.mask) == float(always.grad) == 0.0
+    as_target = terms(LossWeights(mpd=0.5), dataclasses.replace(batch, target=batch.source))
+    assert float(always.mpd) == pytest.approx(float(as_target.mpd), rel=1e-5)  # the same input: the source's
+    assert float(always.mpd) != pytest.approx(float(terms(LossWeights(mpd=0.5), batch).mpd), rel=1e-5)
+
+    never = torch.Generator().manual_seed(3)
+    assert not draws_source_noised(LossWeights(), never, torch.device("cpu"))
+    assert torch.equal(never.get_state(), torch.Generator().manual_seed(3).get_state())  # no draw at all
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        LossWeights(mpd_source_noised=1.5)
+
+
 # --- whole runs on a tiny DAVIS-layout dataset -------------------------------------------------------
 
 from vis_datasets import scene, write_davis  # noqa: E402

@@ -33,10 +33,17 @@ class LossWeights:
     # MPD's 0.5 point to pixels that are inside with probability 1/(1+w); balancing (an inside weight of
     # area_out/area_in, 20 for a 5% object) moves it to 1/21 and the MPD marks 2.5-7x the object's area.
     mpd_inside_weight: float = 1.0
+    # The fraction of steps whose noisy input is made from the SOURCE clip and which train L_MPD only. Under
+    # --preserve the model sees exactly that wherever the MPD has not (yet) marked the edit: the source noised
+    # to the step's level. Trained only on noised targets, which always show the edit, the MPD learns to read
+    # the edit from them and, when they do not show it, marks nothing, and --preserve then keeps the source.
+    mpd_source_noised: float = 0.0
 
     def __post_init__(self) -> None:
         if min(self.mask, self.grad, self.mpd) < 0 or self.probe_scale <= 0 or self.mpd_inside_weight <= 0:
             raise ValueError(f"loss weights must be >= 0, probe_scale and mpd_inside_weight > 0, got {self}")
+        if not 0 <= self.mpd_source_noised <= 1:
+            raise ValueError(f"mpd_source_noised is a fraction of steps, in [0, 1], got {self.mpd_source_noised}")
         if self.mpd_balanced and self.mpd_inside_weight != 1.0:
             raise ValueError("mpd_balanced and mpd_inside_weight are two ways of weighting L_MPD: set one")
 
@@ -82,6 +89,21 @@ def mpd_loss(
         return outside + inside
     weight = 1 + (inside_weight - 1) * mask.float()
     return (weight * error).sum() / weight.expand_as(error).sum()
+
+
+def draws_source_noised(weights: LossWeights, generator: torch.Generator, device: torch.device) -> bool:
+    """Whether this step is one of the `mpd_source_noised` steps (no random draw when there are none, so that
+    runs without them keep their random stream)."""
+    if weights.mpd_source_noised <= 0:
+        return False
+    return bool(torch.rand(1, generator=generator, device=device).item() < weights.mpd_source_noised)
+
+
+def mpd_only(terms: LossTerms, weights: LossWeights) -> LossTerms:
+    """A source-noised step's terms: L_MPD alone; the denoising terms, which compare a source-made input with
+    the target, are reported as 0 and do not train."""
+    zero = terms.mpd.new_zeros(())
+    return LossTerms(non_mask=zero, mask=zero, grad=zero, mpd=terms.mpd, total=weights.mpd * terms.mpd)
 
 
 def combine(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from genprop_cli.training.losses import LossTerms, LossWeights, combine
+from genprop_cli.training.losses import LossTerms, LossWeights, combine, draws_source_noised, mpd_only
 from genprop_cli.training.objective import (
     FirstFrame,
     NoiseSchedule,
@@ -77,10 +77,12 @@ def denoising_loss(
         sigma = sample_sigma(schedule, b, generator, device)
     if noise is None:
         noise = torch.randn(x0.shape, generator=generator, device=device, dtype=dtype)
-    s, noisy, scaled = edm_noisy_input(x0, sigma, noise)
+    source_noised = draws_source_noised(weights, generator, device)
+    s, noisy, scaled = edm_noisy_input(batch.source if source_noised else x0, sigma, noise)
     model_in = torch.cat([scaled, batch.condition[:, None].expand(-1, f, -1, -1, -1)], dim=2)
     probe_noise = torch.randn(batch.source.shape, generator=generator, device=device, dtype=dtype)
-    probe = weights.probe_scale * probe_noise * batch.mask if weights.grad > 0 and weights.region_aware else None
+    wants_probe = weights.grad > 0 and weights.region_aware and not source_noised
+    probe = weights.probe_scale * probe_noise * batch.mask if wants_probe else None
     out = denoiser(
         model_in,
         0.25 * sigma.log(),
@@ -93,7 +95,8 @@ def denoising_loss(
     )
     denoised = edm_denoised(noisy, s, out.sample)
     per_pixel = (s**2 + 1) / s**2 * (denoised - x0).square()
-    return combine(per_pixel, batch.mask, out.mask_logits, out.sce_response, weights)
+    terms = combine(per_pixel, batch.mask, out.mask_logits, out.sce_response, weights)
+    return mpd_only(terms, weights) if source_noised else terms
 
 
 class EDMObjective:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from genprop_cli.training.losses import LossTerms, LossWeights, combine
+from genprop_cli.training.losses import LossTerms, LossWeights, combine, draws_source_noised, mpd_only
 from genprop_cli.training.objective import (
     FirstFrame,
     NoiseSchedule,
@@ -88,7 +88,8 @@ class FlowObjective:
         if noise is None:
             noise = torch.randn(x0.shape, generator=generator, device=device, dtype=dtype)
         s = levels.view(b, 1, 1, 1, 1).to(dtype)
-        noisy = (1 - s) * x0 + s * noise
+        source_noised = draws_source_noised(weights, generator, device)
+        noisy = (1 - s) * (batch.source if source_noised else x0) + s * noise
         if pipe.expand_timesteps:
             keep = torch.ones_like(x0[:, :1])
             keep[:, :, 0] = 0
@@ -100,7 +101,7 @@ class FlowObjective:
             timestep = (levels * 1000).to(dtype)
         mask_channels_first = batch.mask.permute(0, 2, 1, 3, 4)  # (B, 1, F_lat, h, w), the latents' layout
         probe = None
-        if weights.grad > 0 and weights.region_aware:
+        if weights.grad > 0 and weights.region_aware and not source_noised:
             probe = weights.probe_scale * torch.randn(batch.source.shape, generator=generator, device=device, dtype=dtype)
             probe = probe * mask_channels_first
         out = denoiser(
@@ -115,4 +116,5 @@ class FlowObjective:
         per_pixel = (out.sample.float() - (noise - x0).float()).square().permute(0, 2, 1, 3, 4)  # (B, F, C, h, w)
         mask = batch.mask
         first = 1 if pipe.expand_timesteps else 0  # TI2V: the given first frame is not denoised
-        return combine(per_pixel[:, first:], mask[:, first:], out.mask_logits[:, first:], out.sce_response, weights)
+        terms = combine(per_pixel[:, first:], mask[:, first:], out.mask_logits[:, first:], out.sce_response, weights)
+        return mpd_only(terms, weights) if source_noised else terms

@@ -131,15 +131,15 @@ class Backbone(ABC, Generic[CaptureT]):
     def make_change_projection(self) -> nn.Module:
         """Maps the first frame's change and its magnitude (`models.genprop.change_features`: twice the latent
         channels) into the SCE's input feature space (families with `first_frame_change`)."""
-        raise NotImplementedError(f"{self.family} backbones do not give the adapter the first frame's change")
+        raise NotImplementedError("families with first_frame_change = True implement this")
 
     def make_mask_change_projection(self) -> nn.Module:
         """The same into the MPD block's feature space."""
-        raise NotImplementedError(f"{self.family} backbones do not give the adapter the first frame's change")
+        raise NotImplementedError("families with first_frame_change = True implement this")
 
     def mask_change_input(self, call: ForwardCall[CaptureT]) -> torch.Tensor:
         """`call.first_frame_change` in the layout of the MPD block's output (its samples only)."""
-        raise NotImplementedError(f"{self.family} backbones do not give the adapter the first frame's change")
+        raise NotImplementedError("families with first_frame_change = True implement this")
 
     # --- running blocks on their own ---------------------------------------------------------------
     @abstractmethod

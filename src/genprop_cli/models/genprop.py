@@ -68,6 +68,12 @@ def change_features(change: torch.Tensor) -> torch.Tensor:
     return torch.cat([change, change.abs()], dim=1)
 
 
+def check_reads_first_frame_change(backbone: Backbone) -> None:
+    """Refuses an adapter reading the first frame's change on a family whose sampler does not give it."""
+    if not backbone.first_frame_change:
+        raise WeightsError(f"{backbone.family} backbones do not give the adapter the first frame's change")
+
+
 class SelectiveContentEncoder(nn.Module):
     """Trainable copy of the backbone's first N blocks reading the ORIGINAL video, with zero-init injections.
 
@@ -93,8 +99,6 @@ class SelectiveContentEncoder(nn.Module):
 
     def add_change_projection(self, backbone: Backbone) -> None:
         """Adds the zero-initialised projection of the first frame's change (a no-op until it trains)."""
-        if not backbone.first_frame_change:
-            raise WeightsError(f"{backbone.family} backbones do not give the adapter the first frame's change")
         weight = self.source_projection.weight
         self.change_projection = zero_init(backbone.make_change_projection()).to(weight.device, weight.dtype)
 
@@ -164,6 +168,8 @@ class GenPropAdapter(nn.Module):
             raise WeightsError(
                 f"adapter was made for a {config.family!r} backbone, but the variant's backbone is {backbone.family!r}"
             )
+        if config.first_frame_change:
+            check_reads_first_frame_change(backbone)
         self.config = config
         self.sce = SelectiveContentEncoder(backbone, config.sce_blocks, first_frame_change=config.first_frame_change)
         self.mpd = MaskPredictionDecoder(backbone, first_frame_change=config.first_frame_change)
@@ -182,6 +188,7 @@ class GenPropAdapter(nn.Module):
         """Makes the SCE read the first frame's change too, starting as a no-op: how an adapter trained
         without that input goes on training with it."""
         if not self.config.first_frame_change:
+            check_reads_first_frame_change(backbone)
             self.sce.add_change_projection(backbone)
             self.mpd.add_change_projection(backbone)
             self.config = replace(self.config, first_frame_change=True)

@@ -114,7 +114,7 @@ class SVDBackbone(Backbone[SVDCapture]):
     def mask_change_input(self, call: ForwardCall[SVDCapture]) -> torch.Tensor:
         change = call.first_frame_change
         if call.mask_samples is not None:
-            change = change[-call.mask_samples :]
+            change = last_samples(change, change.shape[0], call.mask_samples)
         return change.flatten(0, 1)  # (B, F, C, h, w) -> (B*F, C, h, w), as the last up block's output
 
     def make_mask_head(self) -> nn.Module:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import pytest
@@ -233,9 +234,29 @@ def test_adapters_saved_before_the_change_input_load_without_it(unet):
                       '"tasks": ["edit", "remove", "insert", "track"]}'}  # fmt: skip
     config = AdapterConfig.from_metadata(old, Path("old.safetensors"))
     assert config == AdapterConfig(family="svd", sce_blocks=2) and not config.first_frame_change
+    assert config.mask_inside_weight == 1.0  # nor the inside weight: their masks read as they always did
     adapter = GenPropAdapter(backbone_for("svd", copy.deepcopy(unet)), config)
     assert adapter.sce.change_projection is None
     assert not any("change" in k for k in adapter.state_dict())
+
+
+def test_mask_probability_takes_the_training_inside_weight_back_out(unet, tmp_path):
+    adapter = GenPropAdapter(backbone_for("svd", copy.deepcopy(unet)), AdapterConfig(family="svd", sce_blocks=1))
+    logits = torch.tensor([math.log(4.0), 0.0, -3.0])
+    torch.testing.assert_close(adapter.mask_probability(logits), torch.sigmoid(logits))  # weight 1: plain sigmoid
+    adapter.set_mask_inside_weight(4.0)
+    # w = 4 puts the optimum at logit(q) + log 4: a raw log 4 is an even chance, a raw 0.5 a 1 in 5 chance
+    torch.testing.assert_close(adapter.mask_probability(logits), torch.tensor([0.5, 0.2, 1 / (1 + 4 * math.exp(3))]))
+    path = tmp_path / "weighted.safetensors"
+    adapter.save(path)
+    assert GenPropAdapter.load(path, backbone_for("svd", copy.deepcopy(unet))).config.mask_inside_weight == 4.0
+
+
+def test_an_adapter_with_a_bad_inside_weight_is_refused(tmp_path):
+    bad = {"genprop": '{"format": "genprop-adapter", "version": 1, "family": "svd", "sce_blocks": 2, '
+                      '"tasks": ["edit"], "mask_inside_weight": 0}'}  # fmt: skip
+    with pytest.raises(WeightsError, match="bad.safetensors is not a GenProp adapter file"):
+        AdapterConfig.from_metadata(bad, Path("bad.safetensors"))
 
 
 def test_the_mpd_reads_the_first_frame_change_itself_without_touching_the_prediction(unet):

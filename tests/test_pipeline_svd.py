@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -234,3 +236,36 @@ def test_a_zero_change_projection_samples_what_the_adapter_did_without_it(pipe, 
         for inj in change_pipe.adapter.sce.injections:
             torch.nn.init.normal_(inj.weight, std=0.05)
     assert not torch.allclose(run(change_pipe, frames, guidance=guidance).mask, before.mask)
+
+
+class _RampMask(torch.nn.Module):
+    """The real denoiser, with its MPD's logits made to run from -3 to 3 across the width."""
+
+    def __init__(self, inner) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, *args, **kwargs):
+        from dataclasses import replace
+
+        out = self.inner(*args, **kwargs)
+        if out.mask_logits is None:
+            return out
+        ramp = torch.linspace(-3, 3, out.mask_logits.shape[-1], dtype=out.mask_logits.dtype)
+        return replace(out, mask_logits=ramp.expand_as(out.mask_logits).clone())
+
+
+@pytest.mark.parametrize("preserve", [False, True])
+def test_the_chunk_mask_is_calibrated_for_the_inside_weight_and_the_latents_are_not_touched(frames, monkeypatch, preserve):
+    plain, weighted = (GenPropSVDPipeline(build_random_tiny_pipeline(seed=0)) for _ in range(2))
+    weighted.adapter.set_mask_inside_weight(4.0)
+    for pipe in (plain, weighted):
+        monkeypatch.setattr(pipe, "denoiser", _RampMask(pipe.denoiser))
+    source, a = run_preserve(plain, frames, preserve=preserve)
+    _, b = run_preserve(weighted, frames, preserve=preserve)
+    # --preserve reads the raw logits, so the samples are the same; only the reported probability moves
+    torch.testing.assert_close(b.latents, a.latents, rtol=0, atol=0)
+    torch.testing.assert_close(torch.logit(b.mask.double()), torch.logit(a.mask.double()) - math.log(4), atol=1e-4, rtol=0)
+    if preserve:  # the raw region (logit > 0, the right half) is generated, the rest kept, with either weight
+        kept = (b.latents - source).abs().amax(dim=(0, 1)) < 1e-6
+        assert kept[:, :2].all() and not kept[:, -2:].any()

@@ -495,3 +495,17 @@ def test_a_run_adding_the_first_frame_change_starts_where_its_init_adapter_was_a
     exported = load_file(str(export_checkpoint(latest_checkpoint(tmp_path / "added"), tmp_path / "export.safetensors")))
     for key, value in load_file(added.adapter).items():
         torch.testing.assert_close(exported[key], value, msg=key)
+
+
+def test_the_adapter_records_the_inside_weight_it_trained_with_in_the_run_and_the_export(davis, tmp_path):
+    from genprop_cli.families import backbone_for
+    from genprop_cli.families.svd.tiny import build_random_tiny_pipeline
+    from genprop_cli.models.genprop import GenPropAdapter
+
+    weighted = train(config(davis, tmp_path / "weighted", steps=2, loss={"mpd_inside_weight": 4.0}))
+    again = train(config(davis, tmp_path / "again", steps=2, init_adapter=weighted.adapter))  # now trained at 1
+    exported = export_checkpoint(latest_checkpoint(tmp_path / "weighted"), tmp_path / "export.safetensors")
+    unet = build_random_tiny_pipeline(seed=0).unet
+    weights = [GenPropAdapter.load(Path(p), backbone_for("svd", unet)).config.mask_inside_weight
+               for p in (weighted.adapter, exported, again.adapter)]  # fmt: skip
+    assert weights == [4.0, 4.0, 1.0]

@@ -9,6 +9,7 @@ holds the small config needed to rebuild the modules around a backbone.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,13 @@ class AdapterConfig:
     # The SCE also reads the first frame's change (edited minus original latent, on every frame); files
     # written before this option existed lack the key and read as False.
     first_frame_change: bool = False
+    # The weight L_MPD gave modified pixels in training (`[loss] mpd_inside_weight`). It shifts the MPD's
+    # logits by log(weight); `GenPropAdapter.mask_probability` takes it back out. Older files read 1.
+    mask_inside_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.mask_inside_weight > 0:
+            raise ValueError(f"mask_inside_weight must be > 0, got {self.mask_inside_weight}")
 
     def to_metadata(self) -> dict[str, str]:
         body = {"format": ADAPTER_FORMAT, "version": ADAPTER_FORMAT_VERSION, **asdict(self)}
@@ -49,6 +57,7 @@ class AdapterConfig:
             return cls(
                 family=body["family"], sce_blocks=int(body["sce_blocks"]), tasks=tuple(body["tasks"]),
                 first_frame_change=bool(body.get("first_frame_change", False)),
+                mask_inside_weight=float(body.get("mask_inside_weight", 1.0)),
             )  # fmt: skip
         except (KeyError, ValueError, TypeError) as exc:
             raise WeightsError(f"{source} is not a GenProp adapter file (missing or bad 'genprop' metadata)") from exc
@@ -192,6 +201,17 @@ class GenPropAdapter(nn.Module):
             self.sce.add_change_projection(backbone)
             self.mpd.add_change_projection(backbone)
             self.config = replace(self.config, first_frame_change=True)
+
+    def set_mask_inside_weight(self, weight: float) -> None:
+        """Records the L_MPD inside weight this adapter is (now) trained with, saved with it."""
+        self.config = replace(self.config, mask_inside_weight=float(weight))
+
+    def mask_probability(self, mask_logits: torch.Tensor) -> torch.Tensor:
+        """The probability that a pixel was modified, from the MPD's logits. Trained with modified pixels
+        weighing w times more, the MPD's best logit is the true one plus log(w): at w = 4, a raw 0.5 means
+        only a 1 in 5 chance. The output masks (`--masks`, `--composite`, tracking) read this calibrated
+        probability; `--preserve` reads the raw logits, generating wherever the change is that likely."""
+        return torch.sigmoid(mask_logits.float() - math.log(self.config.mask_inside_weight))
 
     def blocks(self) -> list[nn.Module]:
         """The adapter's copies of backbone blocks (SCE and MPD), for compilation."""

@@ -237,7 +237,7 @@ def latest_checkpoint(output: Path) -> Path | None:
 
 def _load_pipeline(config: TrainConfig, device: torch.device):
     """The frozen backbone of the variant with a fresh (zero-initialised) adapter, or `init_adapter`; reading
-    the first frame's change if the config asks."""
+    the first frame's change if the config asks, and recording the L_MPD inside weight it trains with."""
     from genprop_cli.families import sampler_class
     from genprop_cli.pipelines import quiet_libraries
     from genprop_cli.weights import resolve_variant
@@ -255,6 +255,8 @@ def _load_pipeline(config: TrainConfig, device: torch.device):
     )
     if config.first_frame_change:
         pipe.adapter.add_first_frame_change(pipe.backbone)
+    # mpd_balanced reweights each batch by its own areas, which no single offset undoes: left uncalibrated.
+    pipe.adapter.set_mask_inside_weight(config.loss.mpd_inside_weight)
     return pipe
 
 

@@ -281,4 +281,4 @@ class GenPropSVDPipeline:
                 )[None]
             if on_step is not None:
                 on_step(i + 1, steps)
-        return ChunkResult(latents=latents[0], mask=torch.sigmoid(mask_logits[0].float()))
+        return ChunkResult(latents=latents[0], mask=self.adapter.mask_probability(mask_logits[0]))

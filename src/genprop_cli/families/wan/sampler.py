@@ -293,5 +293,5 @@ class GenPropWanPipeline:
         if self.expand_timesteps:
             latents = (1 - keep) * cond + keep * latents
         frames = (latent_frames - 1) * self.temporal_factor + 1
-        mask = self.mask_to_frames(torch.sigmoid(mask_logits[0].float()), frames)
+        mask = self.mask_to_frames(self.adapter.mask_probability(mask_logits[0]), frames)
         return ChunkResult(latents=latents[0].to(self.dtype), mask=mask)

@@ -114,6 +114,7 @@ overlap = 8
 dtype = "fp32"
 preserve = true  # the MPD's unmodified region is kept anchored to the source while sampling
 preserve_margin = 0  # latent pixels regenerated around that region (docs/results.md: 0 vs 1)
+preserve_threshold = 0.2  # regenerate where a change is 1 in 5 likely: the raw 0.5 of its w = 4 MPD
 """
 
 

@@ -1,6 +1,8 @@
 """How well the MPD marks what an edit changes, and nothing else, on an eval set: per example, the MPD's mean
 probability inside and outside the true modified region, the area it marks (> 0.5) against the true area, and,
-for track examples, the area it marks when the first frame is left unedited (identity: it should mark none).
+for track examples, the J&F of its masks (>= 0.5, as `genprop eval` scores them) and the area it marks when the
+first frame is left unedited (identity: it should mark none). The probabilities are the calibrated ones the
+commands write (`GenPropAdapter.mask_probability`).
 
     python scripts/probe_mpd.py build/toy2/probe-waves --model toy --adapter A.safetensors [--tasks remove,track]
 """
@@ -13,6 +15,7 @@ import numpy as np
 
 from genprop_cli.api import Clip, GenProp
 from genprop_cli.config import PropagationOptions, Task
+from genprop_cli.evaluation.metrics import jaccard_and_f
 from genprop_cli.toy import read_eval_set
 
 
@@ -31,17 +34,22 @@ def main() -> None:
     args = parser.parse_args()
     model = GenProp.load(args.model, adapter=args.adapter, device="cpu")
     tasks = {Task(t) for t in args.tasks.split(",")}
-    print("| example | mean p inside | mean p outside | marked area | true area | identity: marked area |")
-    print("|---|---|---|---|---|---|")
+    print("| example | mean p inside | mean p outside | marked area | true area | J&F | identity: marked area |")
+    print("|---|---|---|---|---|---|---|")
+    scores = []
     for example in read_eval_set(args.eval_set):
         if example.task not in tasks:
             continue
         soft, truth = mpd_masks(model, example.source, example.edited_first, example.task), example.masks
-        identity = ""
+        identity = jf = ""
         if example.task is Task.TRACK:
+            scores.append(jaccard_and_f(soft >= 0.5, truth)["JF"])
+            jf = f"{scores[-1]:.2f}"
             identity = f"{np.mean(mpd_masks(model, example.source, example.source[0], Task.EDIT) > 0.5):.3f}"
         print(f"| {example.name} | {soft[truth].mean():.2f} | {soft[~truth].mean():.2f} | {np.mean(soft > 0.5):.3f} "
-              f"| {truth.mean():.3f} | {identity} |")
+              f"| {truth.mean():.3f} | {jf} | {identity} |")
+    if scores:
+        print(f"\nmean track J&F: {np.mean(scores):.3f} over {len(scores)} examples")
 
 
 if __name__ == "__main__":

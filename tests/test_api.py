@@ -200,9 +200,11 @@ def test_preserve_reaches_the_sampler_and_is_refused_where_it_cannot_work(model,
     assert seen == [True, True]
     seen.clear()  # left unset, the variant's default decides; an explicit False overrides a default of True
     spec = model.variant.spec
-    spec = dataclasses.replace(spec, defaults=dataclasses.replace(spec.defaults, preserve=True, preserve_margin=0))
-    monkeypatch.setattr(model, "variant", dataclasses.replace(model.variant, spec=spec))
-    assert model.resolve(PropagationOptions()).preserve_margin == 0
+    defaults = dataclasses.replace(spec.defaults, preserve=True, preserve_margin=0, preserve_threshold=0.2)
+    monkeypatch.setattr(model, "variant", dataclasses.replace(model.variant, spec=dataclasses.replace(spec, defaults=defaults)))
+    resolved = model.resolve(PropagationOptions())
+    assert (resolved.preserve_margin, resolved.preserve_threshold) == (0, 0.2)
+    assert model.resolve(PropagationOptions(preserve_threshold=0.6)).preserve_threshold == 0.6
     list(model.propagate(clip, PropagationOptions(task=Task.EDIT, steps=1)))
     list(model.propagate(clip, PropagationOptions(task=Task.EDIT, steps=1, preserve=False)))
     assert seen == [True, True, False, False]

@@ -109,7 +109,7 @@ def test_same_seed_gives_the_same_video_and_options_are_reported(clip, tmp_path)
         assert result.stderr == ""  # -q: nothing but errors
         summary = json.loads(result.stdout)
         assert (summary["seed"], summary["overlap"], summary["guidance"]) == (7, 4, 3.0)
-        assert (summary["preserve"], summary["preserve_margin"]) == (False, 1)  # random-tiny's defaults
+        assert (summary["preserve"], summary["preserve_margin"], summary["preserve_threshold"]) == (False, 1, 0.5)
         with av.open(str(tmp_path / name)) as c:
             outputs.append(np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)]))
     np.testing.assert_array_equal(outputs[0], outputs[1])
@@ -252,15 +252,19 @@ def test_overlap_not_smaller_than_chunk(clip, overlap):
     assert_one_line_error(run("remove", clip[0], "-f", clip[1], "--overlap", overlap), 2, "--overlap")
 
 
-def test_preserve_can_be_set_either_way_and_its_margin_is_checked(clip, tmp_path):
+def test_preserve_can_be_set_either_way_and_its_margin_and_threshold_are_checked(clip, tmp_path):
     out = tmp_path / "p.mp4"
-    on = run("edit", clip[0], "-f", clip[1], "-o", out, "--steps", "1", "--preserve", "--preserve-margin", "0", "--json", "-q")
+    on = run("edit", clip[0], "-f", clip[1], "-o", out, "--steps", "1", "--preserve", "--preserve-margin", "0",
+             "--preserve-threshold", "0.3", "--json", "-q")  # fmt: skip
     assert on.exit_code == 0, on.output
-    assert (json.loads(on.stdout)["preserve"], json.loads(on.stdout)["preserve_margin"]) == (True, 0)
+    summary = json.loads(on.stdout)
+    assert (summary["preserve"], summary["preserve_margin"], summary["preserve_threshold"]) == (True, 0, 0.3)
     off = run("edit", clip[0], "-f", clip[1], "-o", out, "-y", "--steps", "1", "--no-preserve", "--json", "-q")
     assert off.exit_code == 0, off.output
     assert json.loads(off.stdout)["preserve"] is False
     assert_one_line_error(run("edit", clip[0], "-f", clip[1], "--preserve-margin", "-1"), 2, "--preserve-margin")
+    for bad in ("0", "1", "1.5"):
+        assert_one_line_error(run("edit", clip[0], "-f", clip[1], "--preserve-threshold", bad), 2, "--preserve-threshold")
 
 
 def test_ctrl_c_mid_run_leaves_no_output(tmp_path):

@@ -194,12 +194,13 @@ def test_keep_unmodified_grows_the_region_and_noises_the_rest_to_sigma():
     from genprop_cli.families.svd.sampler import keep_unmodified
 
     latents, source, noise = torch.full((1, 2, 7, 7), 5.0), torch.zeros(1, 2, 7, 7), torch.ones(1, 2, 7, 7)
-    logits = torch.full((1, 1, 7, 7), -10.0)
-    logits[0, 0, 3, 3] = 10.0  # one modified latent pixel
-    out = keep_unmodified(latents, source, logits, 0.5, noise, grow=1)
+    modified = torch.full((1, 1, 7, 7), 0.1)
+    modified[0, 0, 3, 3] = 0.3  # one latent pixel more likely changed than the threshold below
+    out = keep_unmodified(latents, source, modified, 0.5, noise, threshold=0.2, grow=1)
     generated = torch.zeros(7, 7, dtype=torch.bool)
     generated[2:5, 2:5] = True  # the pixel and its 8 neighbours
     assert (out[0, :, generated] == 5.0).all() and (out[0, :, ~generated] == 0.5).all()
+    assert (keep_unmodified(latents, source, modified, 0.5, noise, grow=1) == 0.5).all()  # at 0.5, none of it
 
 
 @pytest.fixture()
@@ -255,17 +256,29 @@ class _RampMask(torch.nn.Module):
         return replace(out, mask_logits=ramp.expand_as(out.mask_logits).clone())
 
 
-@pytest.mark.parametrize("preserve", [False, True])
-def test_the_chunk_mask_is_calibrated_for_the_inside_weight_and_the_latents_are_not_touched(frames, monkeypatch, preserve):
+def run_preserve_at(pipe, frames, threshold: float):
+    g = torch.Generator().manual_seed(5)
+    source = pipe.encode_frames(frames)
+    result = pipe.sample_chunk(
+        source_latents=source, condition=pipe.encode_condition(frames[0], g, noise_aug=0.02),
+        anchor=pipe.embed_image(frames[0]), task=Task.EDIT, steps=3, guidance=1.0, generator=g,
+        preserve=True, preserve_margin=0, preserve_threshold=threshold,
+    )  # fmt: skip
+    return source, result
+
+
+def test_the_chunk_mask_is_calibrated_for_the_inside_weight_and_preserve_thresholds_it(frames, monkeypatch):
     plain, weighted = (GenPropSVDPipeline(build_random_tiny_pipeline(seed=0)) for _ in range(2))
     weighted.adapter.set_mask_inside_weight(4.0)
     for pipe in (plain, weighted):
         monkeypatch.setattr(pipe, "denoiser", _RampMask(pipe.denoiser))
-    source, a = run_preserve(plain, frames, preserve=preserve)
-    _, b = run_preserve(weighted, frames, preserve=preserve)
-    # --preserve reads the raw logits, so the samples are the same; only the reported probability moves
+    source, a = run_preserve_at(plain, frames, 0.5)
+    _, b = run_preserve_at(weighted, frames, 0.2)
+    # raw logit 0 is an even chance at w = 1 and a 1 in 5 chance at w = 4: the same region, the same samples
     torch.testing.assert_close(b.latents, a.latents, rtol=0, atol=0)
     torch.testing.assert_close(torch.logit(b.mask.double()), torch.logit(a.mask.double()) - math.log(4), atol=1e-4, rtol=0)
-    if preserve:  # the raw region (logit > 0, the right half) is generated, the rest kept, with either weight
-        kept = (b.latents - source).abs().amax(dim=(0, 1)) < 1e-6
-        assert kept[:, :2].all() and not kept[:, -2:].any()
+    generated = (a.latents - source).abs().amax(dim=(0, 1)) > 1e-6
+    assert not generated[:, :4].any() and generated[:, -4:].all()  # the ramp's positive half
+    _, c = run_preserve_at(weighted, frames, 0.5)  # an even chance at w = 4: raw logit above log 4
+    narrower = (c.latents - source).abs().amax(dim=(0, 1)) > 1e-6
+    assert narrower.sum() < generated.sum() and not (narrower & ~generated).any()

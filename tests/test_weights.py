@@ -181,14 +181,15 @@ def test_repo_registry_loads_and_is_pinned() -> None:
     }
     assert svd.limits.max_pixels == 1024 * 576 and svd.limits.multiple_of == 64
     assert (svd.defaults.steps, svd.defaults.guidance, svd.defaults.dtype) == (25, 20.0, "fp16")
-    assert (svd.defaults.preserve, svd.defaults.preserve_margin) == (False, 1)  # the keys are optional
+    assert (svd.defaults.preserve, svd.defaults.preserve_margin, svd.defaults.preserve_threshold) == (False, 1, 0.5)
 
 
 def test_preserve_defaults_are_read_from_the_registry(tmp_path: Path) -> None:
     path = tmp_path / "w.toml"
-    path.write_text(good_toml(tmp_path).replace("chunk = 32", "chunk = 32\npreserve = true\npreserve_margin = 0"))
+    keys = "chunk = 32\npreserve = true\npreserve_margin = 0\npreserve_threshold = 0.2"
+    path.write_text(good_toml(tmp_path).replace("chunk = 32", keys))
     defaults = weights.load_registry(path).get("v").defaults
-    assert (defaults.preserve, defaults.preserve_margin) == (True, 0)
+    assert (defaults.preserve, defaults.preserve_margin, defaults.preserve_threshold) == (True, 0, 0.2)
 
 
 def test_svd_xt_adapter_is_unpublished_and_refused_before_any_download() -> None:
@@ -544,6 +545,8 @@ BREAKAGES = [
      "variants.v.defaults.preserve"),
     ("negative preserve margin", lambda t: t.replace("chunk = 32", "chunk = 32\npreserve_margin = -1"),
      "variants.v.defaults.preserve_margin"),
+    ("preserve threshold of 1", lambda t: t.replace("chunk = 32", "chunk = 32\npreserve_threshold = 1.0"),
+     "variants.v.defaults.preserve_threshold"),
     ("unknown top-level key", lambda t: t + "\n[tool]\nx = 1\n", "tool"),
     ("schema version", lambda t: t.replace("schema_version = 1", "schema_version = 2"), "schema_version"),
     ("no schema version", lambda t: t.replace("schema_version = 1\n", ""), "schema_version"),

@@ -126,6 +126,10 @@ class PropagationOptions:
         None, "Latent pixels around the predicted region that --preserve regenerates too (default: the variant's).",
         batch=JOB,
     )  # fmt: skip
+    preserve_threshold: float | None = option(
+        None, "How likely a change must be (the MPD's probability, 0-1) for --preserve to regenerate it "
+        "(default: the variant's).", batch=JOB,
+    )  # fmt: skip
     prompt: str = option("", "Text conditioning for backbones that read text (Wan); empty by default.", batch=JOB)
 
     def __post_init__(self) -> None:
@@ -141,11 +145,13 @@ class PropagationOptions:
             raise OptionError(f"--guidance must be >= 0, got {self.guidance}")
         if self.preserve_margin is not None and self.preserve_margin < 0:
             raise OptionError(f"--preserve-margin must be >= 0, got {self.preserve_margin}")
+        if self.preserve_threshold is not None and not 0 < self.preserve_threshold < 1:
+            raise OptionError(f"--preserve-threshold must be between 0 and 1, got {self.preserve_threshold}")
 
     def with_defaults(self, defaults: object) -> PropagationOptions:
-        """These options with every unset value (chunk, overlap, steps, guidance, preserve, preserve_margin)
-        taken from `defaults` (a variant's `weights.Defaults`); raises OptionError if the combination is invalid."""
-        names = ("chunk", "overlap", "steps", "guidance", "preserve", "preserve_margin")
+        """These options with every unset value (chunk, overlap, steps, guidance and the preserve ones) taken
+        from `defaults` (a variant's `weights.Defaults`); raises OptionError if the combination is invalid."""
+        names = ("chunk", "overlap", "steps", "guidance", "preserve", "preserve_margin", "preserve_threshold")
         chosen = {name: getattr(self, name) for name in names}
         return replace(self, **{k: getattr(defaults, k) if v is None else v for k, v in chosen.items()})
 

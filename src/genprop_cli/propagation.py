@@ -323,7 +323,8 @@ class _PlanRunner:
         result = pipe.sample_chunk(
             source_latents=source, condition=condition, anchor=anchor, task=options.task, steps=options.steps,
             guidance=options.guidance, generator=generator, preserve=options.preserve,
-            preserve_margin=options.preserve_margin, on_step=self.progress.step,
+            preserve_margin=options.preserve_margin, preserve_threshold=options.preserve_threshold,
+            on_step=self.progress.step,
         )  # fmt: skip
         if store is not None:
             store.save(span.index, result.latents, result.mask)
@@ -346,7 +347,7 @@ def propagate(
     """One-call convenience: loads the variant and yields the output frames of one clip.
 
     `options` are `PropagationOptions` fields (chunk, overlap, steps, guidance, seed, composite, preserve,
-    preserve_margin, prompt).
+    preserve_margin, preserve_threshold, prompt).
     Load a `GenProp` yourself to process several clips without reloading the model.
     """
     opts = PropagationOptions(task=Task(task), **options)  # type: ignore[arg-type]

@@ -52,6 +52,7 @@ class RenderResult:
     overlap: int
     preserve: bool
     preserve_margin: int
+    preserve_threshold: float
     frames: int
     chunks: int
     width: int
@@ -170,7 +171,7 @@ def _result(model: GenProp, plan: RunPlan, frames: int, elapsed: float, resumed:
         variant=model.name, adapter_sha256=model.variant.adapter_sha256, device=str(model.pipeline.device),
         dtype=str(model.pipeline.dtype).removeprefix("torch."), seed=options.seed, steps=options.steps,
         guidance=options.guidance, chunk=options.chunk, overlap=options.overlap, preserve=options.preserve,
-        preserve_margin=options.preserve_margin, frames=frames, chunks=plan.chunks,
+        preserve_margin=options.preserve_margin, preserve_threshold=options.preserve_threshold, frames=frames, chunks=plan.chunks,
         width=plan.display[0], height=plan.display[1], working_width=plan.work[0], working_height=plan.work[1],
         fps=info.fps, duration_s=info.duration_s, audio_streams=len(info.audio), elapsed_s=round(elapsed, 3),
         resumed_chunks=resumed, warnings=warnings,

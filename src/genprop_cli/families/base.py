@@ -300,11 +300,13 @@ class ChunkSampler(Protocol):
         sce_scale: float = 1.0,
         preserve: bool = False,
         preserve_margin: int = 1,
+        preserve_threshold: float = 0.5,
         on_step: StepCallback | None = None,
     ) -> ChunkResult:
         """Denoises one chunk from noise, `steps` steps with classifier-free guidance `guidance` (> 1 runs the
-        unconditional branch), the SCE reading `source_latents`; `preserve` (regenerating `preserve_margin` latent
-        pixels around the predicted region) needs `capabilities.preserve`."""
+        unconditional branch), the SCE reading `source_latents`; `preserve` (regenerating where the MPD's
+        probability exceeds `preserve_threshold`, and `preserve_margin` latent pixels around) needs
+        `capabilities.preserve`."""
         ...
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:

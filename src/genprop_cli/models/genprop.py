@@ -209,8 +209,8 @@ class GenPropAdapter(nn.Module):
     def mask_probability(self, mask_logits: torch.Tensor) -> torch.Tensor:
         """The probability that a pixel was modified, from the MPD's logits. Trained with modified pixels
         weighing w times more, the MPD's best logit is the true one plus log(w): at w = 4, a raw 0.5 means
-        only a 1 in 5 chance. The output masks (`--masks`, `--composite`, tracking) read this calibrated
-        probability; `--preserve` reads the raw logits, generating wherever the change is that likely."""
+        only a 1 in 5 chance. The output masks (`--masks`, `--composite`, tracking) and `--preserve`'s
+        threshold read this calibrated probability."""
         return torch.sigmoid(mask_logits.float() - math.log(self.config.mask_inside_weight))
 
     def blocks(self) -> list[nn.Module]:

@@ -162,7 +162,7 @@ def _parse_family(table: dict[str, Any], where: str, r: _Reader) -> str:
 
 
 _LIMIT_KEYS = ("max_pixels", "multiple_of", "max_frames", "native_frames")
-_DEFAULT_KEYS = ("steps", "guidance", "chunk", "overlap", "dtype", "preserve", "preserve_margin")
+_DEFAULT_KEYS = ("steps", "guidance", "chunk", "overlap", "dtype", "preserve", "preserve_margin", "preserve_threshold")
 
 
 def _parse_backbone(
@@ -273,5 +273,8 @@ def _parse_defaults(table: dict[str, Any], where: str, r: _Reader) -> Defaults:
     margin = r.opt(table, "preserve_margin", int, where, 1)
     if margin < 0:
         raise r.fail(f"{where}.preserve_margin", f"must be >= 0, got {margin}")
+    threshold = r.opt(table, "preserve_threshold", float, where, 0.5)
+    if not 0 < threshold < 1:
+        raise r.fail(f"{where}.preserve_threshold", f"must be between 0 and 1, got {threshold}")
     preserve = r.opt(table, "preserve", bool, where, False)
-    return Defaults(r.positive(table, "steps", where), guidance, chunk, overlap, dtype, preserve, margin)
+    return Defaults(r.positive(table, "steps", where), guidance, chunk, overlap, dtype, preserve, margin, threshold)

@@ -49,6 +49,7 @@ class Defaults:
     dtype: str
     preserve: bool = False  # sample as with --preserve unless the run says --no-preserve
     preserve_margin: int = 1  # latent pixels around the predicted region that --preserve regenerates too
+    preserve_threshold: float = 0.5  # the MPD's (calibrated) probability above which --preserve regenerates
 
 
 @dataclass(frozen=True)

@@ -38,18 +38,19 @@ class SVDConditioning:
 def keep_unmodified(
     latents: torch.Tensor,
     source_latents: torch.Tensor,
-    mask_logits: torch.Tensor,
+    modified: torch.Tensor,
     sigma: torch.Tensor | float,
     noise: torch.Tensor,
     *,
     threshold: float = 0.5,
     grow: int = 1,
 ) -> torch.Tensor:
-    """RePaint-style anchoring for one chunk: outside the MPD's modified region (probability > `threshold`,
-    grown by `grow` latent pixels so that its edge is generated too), the latents become the source's noised
-    to `sigma` (EDM: x = x0 + sigma * noise), so the model generates only the region it changes, with the
-    rest of the clip exact around it. Shapes: latents/source/noise (F, C, h, w), mask_logits (F, 1, h, w)."""
-    region = (torch.sigmoid(mask_logits.float()) > threshold).float()
+    """RePaint-style anchoring for one chunk: outside the MPD's modified region (`modified`, the probability
+    of a change, > `threshold`, grown by `grow` latent pixels so that its edge is generated too), the latents
+    become the source's noised to `sigma` (EDM: x = x0 + sigma * noise), so the model generates only the region
+    it changes, with the rest of the clip exact around it. Shapes: latents/source/noise (F, C, h, w),
+    modified (F, 1, h, w)."""
+    region = (modified.float() > threshold).float()
     if grow > 0:
         region = F.max_pool2d(region, 2 * grow + 1, stride=1, padding=grow)
     known = source_latents.float() + float(sigma) * noise.float()
@@ -224,12 +225,13 @@ class GenPropSVDPipeline:
         sce_scale: float = 1.0,
         preserve: bool = False,
         preserve_margin: int = 1,
+        preserve_threshold: float = 0.5,
         on_step: StepCallback | None = None,
     ) -> ChunkResult:
         """Denoises one chunk. `source_latents` (F, C, h, w) scaled; `condition` the conditioning latent (C, h, w),
         unscaled; `anchor` the CLIP embedding. With `preserve`, after every step the latents outside the region
-        the MPD marks as modified, grown by `preserve_margin` latent pixels, are reset to the source's, noised to the
-        step's level (`keep_unmodified`)."""
+        the MPD marks as modified (its calibrated probability above `preserve_threshold`), grown by
+        `preserve_margin` latent pixels, are reset to the source's, noised to the step's level (`keep_unmodified`)."""
         frames, channels, h, w = source_latents.shape
         use_cfg = guidance > 1.0
         batch = 2 if use_cfg else 1
@@ -277,7 +279,8 @@ class GenPropSVDPipeline:
             if known_noise is not None:
                 sigma = self.scheduler.sigmas[i + 1]
                 latents = keep_unmodified(
-                    latents[0], source_latents, mask_logits[0], sigma, known_noise[0], grow=preserve_margin
+                    latents[0], source_latents, self.adapter.mask_probability(mask_logits[0]), sigma, known_noise[0],
+                    threshold=preserve_threshold, grow=preserve_margin,
                 )[None]
             if on_step is not None:
                 on_step(i + 1, steps)

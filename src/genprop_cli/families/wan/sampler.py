@@ -238,6 +238,7 @@ class GenPropWanPipeline:
         sce_scale: float = 1.0,
         preserve: bool = False,
         preserve_margin: int = 1,
+        preserve_threshold: float = 0.5,
         on_step: StepCallback | None = None,
     ) -> ChunkResult:
         """Denoises one chunk. `source_latents` (C, F_lat, h, w); `condition` the first frame (3, H, W) in [-1, 1]."""

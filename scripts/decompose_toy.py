@@ -1,6 +1,7 @@
 """Where a toy variant loses quality, stage by stage, on one evaluation set (docs/results.md, "Decomposition").
 
-    python scripts/decompose_toy.py EVAL_SET [EVAL_SET ...] [--model toy] [--adapter PATH] [--long-frames 96] [--preserve | --no-preserve]
+    python scripts/decompose_toy.py EVAL_SET [EVAL_SET ...] [--model toy] [--adapter PATH] [--long-frames 96]
+        [--preserve | --no-preserve] [--preserve-threshold P] [--tasks-only]
 
 For every example of each set, in the order the signal goes through the model:
   1. VAE: decode(encode(source)) against the source: nothing the model outputs can beat this;
@@ -12,8 +13,9 @@ For every example of each set, in the order the signal goes through the model:
      (outside the true edit region, against the source), next to the classical baselines.
 Then one long clip (--long-frames, three 32-frame chunks at 96) is propagated and its PSNR_m printed per
 frame and per chunk, to show drift within and between chunks. Stages 3 and 4 and the long clip are sampled
-as the variant does by default; --preserve / --no-preserve choose (with --preserve, what the MPD leaves
-unmodified is anchored to the source's latents).
+as the variant does by default; --preserve / --no-preserve and --preserve-threshold choose (with --preserve,
+what the MPD leaves unmodified is anchored to the source's latents). --tasks-only runs stage 4 alone (GenProp
+and the baselines), a third of the time, to compare adapters or sampling options.
 """
 
 from __future__ import annotations
@@ -62,15 +64,21 @@ def propagated(model: GenProp, source: np.ndarray, first: np.ndarray, task: Task
     return np.stack([f.rgb for f in model.propagate(clip, PropagationOptions(task=task, **options))])
 
 
-def decompose(model: GenProp, examples, steps: int, preserve: bool | None = None) -> dict[str, dict[str, list[float]]]:
+def decompose(
+    model: GenProp, examples, steps: int, sampling: dict[str, object], tasks_only: bool = False
+) -> dict[str, dict[str, list[float]]]:
+    """The stages' mean scores; `sampling`: the preserve options GenProp runs with (None: the variant's)."""
     table: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    genprop = genprop_method(model, preserve=preserve)  # the evaluation's own method: video and MPD masks
+    genprop = genprop_method(model, **sampling)  # the evaluation's own method: video and MPD masks
     for example in examples:
         source = example.source
-        table["1. VAE round trip (vs source)"]["psnr"].append(metrics.psnr(vae_round_trip(model, source), source))
-        table["2. backbone alone (vs source)"]["psnr"].append(metrics.psnr(backbone_alone(model, source, steps), source))
-        identity = propagated(model, source, source[0], Task.EDIT, preserve=preserve)
-        table["3. identity propagation (vs source)"]["psnr"].append(metrics.psnr(identity, source))
+        if not tasks_only:
+            vae = metrics.psnr(vae_round_trip(model, source), source)
+            table["1. VAE round trip (vs source)"]["psnr"].append(vae)
+            alone = metrics.psnr(backbone_alone(model, source, steps), source)
+            table["2. backbone alone (vs source)"]["psnr"].append(alone)
+            identity = propagated(model, source, source[0], Task.EDIT, **sampling)
+            table["3. identity propagation (vs source)"]["psnr"].append(metrics.psnr(identity, source))
         task = example.task.value
         for suffix, output in genprop(example).items():  # as generated, and "+composite"
             for name, value in score(example, output).items():
@@ -92,13 +100,13 @@ def print_table(title: str, table: dict[str, dict[str, list[float]]]) -> None:
         print(f"| {stage} | " + " | ".join(cells) + " |")
 
 
-def drift(model: GenProp, frames: int, seeds: tuple[int, ...], chunk: int, preserve: bool | None = None) -> None:
+def drift(model: GenProp, frames: int, seeds: tuple[int, ...], chunk: int, sampling: dict[str, object]) -> None:
     """Per-frame PSNR_m of edits and removals on long clips, and the mean per chunk."""
     curves = []
     for task in (Task.EDIT, Task.REMOVE):
         for seed in seeds:
             example = toy_example(task, seed, frames=frames, size=64)
-            video = propagated(model, example.source, example.edited_first, task, preserve=preserve)
+            video = propagated(model, example.source, example.edited_first, task, **sampling)
             curves.append([metrics.psnr_m(video[t : t + 1], example.source[t : t + 1], example.masks[t : t + 1])
                            for t in range(frames)])  # fmt: skip
     curve = np.mean(np.minimum(curves, 99.0), axis=0)
@@ -117,13 +125,16 @@ def main() -> None:
     parser.add_argument("--long-seeds", type=int, nargs="+", default=[7, 8])
     parser.add_argument("--preserve", action=argparse.BooleanOptionalAction, default=None,
                         help="sample GenProp with (or without) --preserve; default: the variant's")
+    parser.add_argument("--preserve-threshold", type=float, help="as the commands' option; default: the variant's")
+    parser.add_argument("--tasks-only", action="store_true", help="stage 4 only (GenProp and the baselines)")
     args = parser.parse_args()
     model = GenProp.load(args.model, adapter=args.adapter, device="cpu")
     steps = model.variant.spec.defaults.steps
+    sampling = {"preserve": args.preserve, "preserve_threshold": args.preserve_threshold}
     for eval_set in args.eval_sets:
-        print_table(eval_set, decompose(model, read_eval_set(eval_set), steps, args.preserve))
+        print_table(eval_set, decompose(model, read_eval_set(eval_set), steps, sampling, args.tasks_only))
     if args.long_frames:
-        drift(model, args.long_frames, tuple(args.long_seeds), model.variant.spec.defaults.chunk, args.preserve)
+        drift(model, args.long_frames, tuple(args.long_seeds), model.variant.spec.defaults.chunk, sampling)
 
 
 if __name__ == "__main__":

@@ -151,3 +151,26 @@ def test_clip_scores_come_from_the_given_clip_model(eval_set, tmp_path):
     assert -1 <= scores["clip_t"] <= 1 and 0 < scores["clip_i"] <= 1
     report = json.loads((tmp_path / "r" / REPORT_JSON).read_text())
     assert not any("CLIP" in note for note in report["notes"])
+
+
+def test_genprop_method_samples_with_the_preserve_options_it_is_given(examples):
+    from genprop_cli.evaluation.runner import genprop_method
+
+    class Recording:
+        """Stands in for a loaded variant: records the options, returns the source with an empty mask."""
+
+        def __init__(self) -> None:
+            self.seen = []
+
+        def propagate(self, clip, options):
+            from types import SimpleNamespace
+
+            self.seen.append(options)
+            return [SimpleNamespace(rgb=f, mask=f[..., 0] * 0) for f in examples[Task.EDIT].source]
+
+    model = Recording()
+    outputs = genprop_method(model, preserve=True, preserve_threshold=0.3)(examples[Task.EDIT])
+    assert (model.seen[0].preserve, model.seen[0].preserve_threshold) == (True, 0.3)
+    assert not outputs[""].masks.any()
+    genprop_method(model)(examples[Task.EDIT])
+    assert (model.seen[1].preserve, model.seen[1].preserve_threshold) == (None, None)  # the variant's defaults

@@ -57,15 +57,25 @@ Method = Callable[[EvalExample], "MethodOutput | dict[str, MethodOutput]"]
 
 
 def genprop_method(
-    model, *, steps: int | None = None, guidance: float | None = None, seed: int = 0, preserve: bool | None = None
+    model,
+    *,
+    steps: int | None = None,
+    guidance: float | None = None,
+    seed: int = 0,
+    preserve: bool | None = None,
+    preserve_threshold: float | None = None,
 ) -> Method:
     """A loaded `GenProp` variant as an evaluation method; one generation scored twice: as generated,
     and "+composite" (pixels outside its MPD mask taken from the source, as `--composite` does).
-    `preserve` samples as `--preserve` (True) or `--no-preserve` (False) do; None: the variant's default."""
+    `preserve` samples as `--preserve` (True) or `--no-preserve` (False) do, `preserve_threshold` as
+    `--preserve-threshold`; None: the variant's default."""
     from genprop_cli.api import Clip
 
     def run(example: EvalExample) -> dict[str, MethodOutput]:
-        options = PropagationOptions(task=example.task, steps=steps, guidance=guidance, seed=seed, preserve=preserve)
+        options = PropagationOptions(
+            task=example.task, steps=steps, guidance=guidance, seed=seed, preserve=preserve,
+            preserve_threshold=preserve_threshold,
+        )  # fmt: skip
         clip = Clip.from_frames(example.source, example.edited_first, name=example.name)
         frames = list(model.propagate(clip, options))
         video = np.stack([f.rgb for f in frames])

@@ -91,12 +91,12 @@ def test_conditioning_from_a_generated_latent_matches_vae_scale(pipe, frames):
 # --- preserve: latents outside the MPD's region anchored to the source --------------------------------------
 
 
-class _ForcedMask(torch.nn.Module):
-    """The real denoiser, with its MPD made to say `logit` everywhere."""
+class _SetMask(torch.nn.Module):
+    """The real denoiser, with its MPD's logits replaced by `make(logits)`."""
 
-    def __init__(self, inner, logit: float) -> None:
+    def __init__(self, inner, make) -> None:
         super().__init__()
-        self.inner, self.logit = inner, logit
+        self.inner, self.make = inner, make
 
     def forward(self, *args, **kwargs):
         from dataclasses import replace
@@ -104,41 +104,39 @@ class _ForcedMask(torch.nn.Module):
         out = self.inner(*args, **kwargs)
         if out.mask_logits is None:  # a step whose mask is not read
             return out
-        return replace(out, mask_logits=torch.full_like(out.mask_logits, self.logit))
+        return replace(out, mask_logits=self.make(out.mask_logits))
 
 
-def run_preserve(pipe, frames, preserve: bool, guidance: float = 1.0, margin: int = 1):
+def everywhere(logit: float):
+    return lambda logits: torch.full_like(logits, logit)
+
+
+def one_pixel(logits: torch.Tensor) -> torch.Tensor:
+    """Marks latent pixel (row 2, column 3) of every frame."""
+    marked = torch.full_like(logits, -30.0)
+    marked[..., 2, 3] = 30.0
+    return marked
+
+
+def ramp(logits: torch.Tensor) -> torch.Tensor:
+    """Logits running from -3 to 3 across the width."""
+    return torch.linspace(-3, 3, logits.shape[-1], dtype=logits.dtype).expand_as(logits).clone()
+
+
+def run_preserve(pipe, frames, preserve: bool, guidance: float = 1.0, margin: int = 1, threshold: float = 0.5):
     g = torch.Generator().manual_seed(5)
     source = pipe.encode_frames(frames)
     result = pipe.sample_chunk(
         source_latents=source, condition=pipe.encode_condition(frames[0], g, noise_aug=0.02),
         anchor=pipe.embed_image(frames[0]), task=Task.EDIT, steps=3, guidance=guidance, generator=g,
-        preserve=preserve, preserve_margin=margin,
+        preserve=preserve, preserve_margin=margin, preserve_threshold=threshold,
     )  # fmt: skip
     return source, result
 
 
-class _OnePixelMask(torch.nn.Module):
-    """The real denoiser, with its MPD made to mark one latent pixel (row 2, column 3) of every frame."""
-
-    def __init__(self, inner) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, *args, **kwargs):
-        from dataclasses import replace
-
-        out = self.inner(*args, **kwargs)
-        if out.mask_logits is None:
-            return out
-        logits = torch.full_like(out.mask_logits, -30.0)
-        logits[..., 2, 3] = 30.0
-        return replace(out, mask_logits=logits)
-
-
 @pytest.mark.parametrize("margin", [0, 1, 2])
 def test_preserve_margin_sets_how_far_around_the_marked_region_is_generated(pipe, frames, monkeypatch, margin):
-    monkeypatch.setattr(pipe, "denoiser", _OnePixelMask(pipe.denoiser))
+    monkeypatch.setattr(pipe, "denoiser", _SetMask(pipe.denoiser, one_pixel))
     source, result = run_preserve(pipe, frames, preserve=True, margin=margin)
     changed = (result.latents - source).abs().amax(dim=(0, 1)) > 1e-6  # (h, w)
     expected = torch.zeros_like(changed)
@@ -148,7 +146,7 @@ def test_preserve_margin_sets_how_far_around_the_marked_region_is_generated(pipe
 
 @pytest.mark.parametrize("guidance", [1.0, 3.0])
 def test_preserve_with_nothing_marked_returns_the_source_latents(pipe, frames, monkeypatch, guidance):
-    monkeypatch.setattr(pipe, "denoiser", _ForcedMask(pipe.denoiser, -30.0))
+    monkeypatch.setattr(pipe, "denoiser", _SetMask(pipe.denoiser, everywhere(-30.0)))
     source, result = run_preserve(pipe, frames, preserve=True, guidance=guidance)
     torch.testing.assert_close(result.latents, source, rtol=0, atol=1e-6)  # the last step's sigma is 0
     _, free = run_preserve(pipe, frames, preserve=False, guidance=guidance)
@@ -156,7 +154,7 @@ def test_preserve_with_nothing_marked_returns_the_source_latents(pipe, frames, m
 
 
 def test_preserve_with_everything_marked_is_plain_sampling(pipe, frames, monkeypatch):
-    monkeypatch.setattr(pipe, "denoiser", _ForcedMask(pipe.denoiser, 30.0))
+    monkeypatch.setattr(pipe, "denoiser", _SetMask(pipe.denoiser, everywhere(30.0)))
     _, anchored = run_preserve(pipe, frames, preserve=True)
     _, plain = run_preserve(pipe, frames, preserve=False)
     torch.testing.assert_close(anchored.latents, plain.latents, rtol=0, atol=0)
@@ -239,46 +237,18 @@ def test_a_zero_change_projection_samples_what_the_adapter_did_without_it(pipe, 
     assert not torch.allclose(run(change_pipe, frames, guidance=guidance).mask, before.mask)
 
 
-class _RampMask(torch.nn.Module):
-    """The real denoiser, with its MPD's logits made to run from -3 to 3 across the width."""
-
-    def __init__(self, inner) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, *args, **kwargs):
-        from dataclasses import replace
-
-        out = self.inner(*args, **kwargs)
-        if out.mask_logits is None:
-            return out
-        ramp = torch.linspace(-3, 3, out.mask_logits.shape[-1], dtype=out.mask_logits.dtype)
-        return replace(out, mask_logits=ramp.expand_as(out.mask_logits).clone())
-
-
-def run_preserve_at(pipe, frames, threshold: float):
-    g = torch.Generator().manual_seed(5)
-    source = pipe.encode_frames(frames)
-    result = pipe.sample_chunk(
-        source_latents=source, condition=pipe.encode_condition(frames[0], g, noise_aug=0.02),
-        anchor=pipe.embed_image(frames[0]), task=Task.EDIT, steps=3, guidance=1.0, generator=g,
-        preserve=True, preserve_margin=0, preserve_threshold=threshold,
-    )  # fmt: skip
-    return source, result
-
-
 def test_the_chunk_mask_is_calibrated_for_the_inside_weight_and_preserve_thresholds_it(frames, monkeypatch):
     plain, weighted = (GenPropSVDPipeline(build_random_tiny_pipeline(seed=0)) for _ in range(2))
     weighted.adapter.set_mask_inside_weight(4.0)
     for pipe in (plain, weighted):
-        monkeypatch.setattr(pipe, "denoiser", _RampMask(pipe.denoiser))
-    source, a = run_preserve_at(plain, frames, 0.5)
-    _, b = run_preserve_at(weighted, frames, 0.2)
+        monkeypatch.setattr(pipe, "denoiser", _SetMask(pipe.denoiser, ramp))
+    source, a = run_preserve(plain, frames, True, margin=0, threshold=0.5)
+    _, b = run_preserve(weighted, frames, True, margin=0, threshold=0.2)
     # raw logit 0 is an even chance at w = 1 and a 1 in 5 chance at w = 4: the same region, the same samples
     torch.testing.assert_close(b.latents, a.latents, rtol=0, atol=0)
     torch.testing.assert_close(torch.logit(b.mask.double()), torch.logit(a.mask.double()) - math.log(4), atol=1e-4, rtol=0)
     generated = (a.latents - source).abs().amax(dim=(0, 1)) > 1e-6
     assert not generated[:, :4].any() and generated[:, -4:].all()  # the ramp's positive half
-    _, c = run_preserve_at(weighted, frames, 0.5)  # an even chance at w = 4: raw logit above log 4
+    _, c = run_preserve(weighted, frames, True, margin=0, threshold=0.5)  # an even chance at w = 4: raw logit above log 4
     narrower = (c.latents - source).abs().amax(dim=(0, 1)) > 1e-6
     assert narrower.sum() < generated.sum() and not (narrower & ~generated).any()

@@ -201,7 +201,8 @@ def test_preserve_reaches_the_sampler_and_is_refused_where_it_cannot_work(model,
     seen.clear()  # left unset, the variant's default decides; an explicit False overrides a default of True
     spec = model.variant.spec
     defaults = dataclasses.replace(spec.defaults, preserve=True, preserve_margin=0, preserve_threshold=0.2)
-    monkeypatch.setattr(model, "variant", dataclasses.replace(model.variant, spec=dataclasses.replace(spec, defaults=defaults)))
+    spec = dataclasses.replace(spec, defaults=defaults)
+    monkeypatch.setattr(model, "variant", dataclasses.replace(model.variant, spec=spec))
     resolved = model.resolve(PropagationOptions())
     assert (resolved.preserve_margin, resolved.preserve_threshold) == (0, 0.2)
     assert model.resolve(PropagationOptions(preserve_threshold=0.6)).preserve_threshold == 0.6

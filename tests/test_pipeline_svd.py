@@ -246,9 +246,11 @@ def test_the_chunk_mask_is_calibrated_for_the_inside_weight_and_preserve_thresho
     _, b = run_preserve(weighted, frames, True, margin=0, threshold=0.2)
     # raw logit 0 is an even chance at w = 1 and a 1 in 5 chance at w = 4: the same region, the same samples
     torch.testing.assert_close(b.latents, a.latents, rtol=0, atol=0)
-    torch.testing.assert_close(torch.logit(b.mask.double()), torch.logit(a.mask.double()) - math.log(4), atol=1e-4, rtol=0)
+    shifted = torch.logit(a.mask.double()) - math.log(4)
+    torch.testing.assert_close(torch.logit(b.mask.double()), shifted, atol=1e-4, rtol=0)
     generated = (a.latents - source).abs().amax(dim=(0, 1)) > 1e-6
     assert not generated[:, :4].any() and generated[:, -4:].all()  # the ramp's positive half
-    _, c = run_preserve(weighted, frames, True, margin=0, threshold=0.5)  # an even chance at w = 4: raw logit above log 4
+    # an even chance at w = 4: a raw logit above log 4
+    _, c = run_preserve(weighted, frames, True, margin=0, threshold=0.5)
     narrower = (c.latents - source).abs().amax(dim=(0, 1)) > 1e-6
     assert narrower.sum() < generated.sum() and not (narrower & ~generated).any()

@@ -200,12 +200,14 @@ def test_preserve_reaches_the_sampler_and_is_refused_where_it_cannot_work(model,
     assert seen == [True, True]
     seen.clear()  # left unset, the variant's default decides; an explicit False overrides a default of True
     spec = model.variant.spec
-    defaults = dataclasses.replace(spec.defaults, preserve=True, preserve_margin=0, preserve_threshold=0.2)
+    thresholds = {"edit": 0.5, "remove": 0.2, "insert": 0.4, "track": 0.3}
+    defaults = dataclasses.replace(spec.defaults, preserve=True, preserve_margin=0, preserve_thresholds=thresholds)
     spec = dataclasses.replace(spec, defaults=defaults)
     monkeypatch.setattr(model, "variant", dataclasses.replace(model.variant, spec=spec))
-    resolved = model.resolve(PropagationOptions())
+    resolved = model.resolve(PropagationOptions(task=Task.REMOVE))
     assert (resolved.preserve_margin, resolved.preserve_threshold) == (0, 0.2)
-    assert model.resolve(PropagationOptions(preserve_threshold=0.6)).preserve_threshold == 0.6
+    assert {task.value: model.resolve(PropagationOptions(task=task)).preserve_threshold for task in Task} == thresholds
+    assert model.resolve(PropagationOptions(task=Task.REMOVE, preserve_threshold=0.6)).preserve_threshold == 0.6
     list(model.propagate(clip, PropagationOptions(task=Task.EDIT, steps=1)))
     list(model.propagate(clip, PropagationOptions(task=Task.EDIT, steps=1, preserve=False)))
     assert seen == [True, True, False, False]

@@ -181,7 +181,8 @@ def test_repo_registry_loads_and_is_pinned() -> None:
     }
     assert svd.limits.max_pixels == 1024 * 576 and svd.limits.multiple_of == 64
     assert (svd.defaults.steps, svd.defaults.guidance, svd.defaults.dtype) == (25, 20.0, "fp16")
-    assert (svd.defaults.preserve, svd.defaults.preserve_margin, svd.defaults.preserve_threshold) == (False, 1, 0.5)
+    assert (svd.defaults.preserve, svd.defaults.preserve_margin) == (False, 1)
+    assert svd.defaults.preserve_thresholds == {"edit": 0.5, "remove": 0.5, "insert": 0.5, "track": 0.5}
 
 
 def test_preserve_defaults_are_read_from_the_registry(tmp_path: Path) -> None:
@@ -189,7 +190,16 @@ def test_preserve_defaults_are_read_from_the_registry(tmp_path: Path) -> None:
     keys = "chunk = 32\npreserve = true\npreserve_margin = 0\npreserve_threshold = 0.2"
     path.write_text(good_toml(tmp_path).replace("chunk = 32", keys))
     defaults = weights.load_registry(path).get("v").defaults
-    assert (defaults.preserve, defaults.preserve_margin, defaults.preserve_threshold) == (True, 0, 0.2)
+    assert (defaults.preserve, defaults.preserve_margin) == (True, 0)
+    assert [defaults.preserve_threshold(task) for task in ("edit", "remove", "insert", "track")] == [0.2] * 4
+
+
+def test_a_preserve_threshold_table_gives_each_task_its_own(tmp_path: Path) -> None:
+    path = tmp_path / "w.toml"
+    table = "preserve_threshold = { edit = 0.5, remove = 0.2, insert = 0.6, track = 0.3 }"
+    path.write_text(good_toml(tmp_path).replace("chunk = 32", f"chunk = 32\n{table}"))
+    defaults = weights.load_registry(path).get("v").defaults
+    assert defaults.preserve_thresholds == {"edit": 0.5, "remove": 0.2, "insert": 0.6, "track": 0.3}
 
 
 def test_svd_xt_adapter_is_unpublished_and_refused_before_any_download() -> None:
@@ -546,6 +556,15 @@ BREAKAGES = [
     ("negative preserve margin", lambda t: t.replace("chunk = 32", "chunk = 32\npreserve_margin = -1"),
      "variants.v.defaults.preserve_margin"),
     ("preserve threshold of 1", lambda t: t.replace("chunk = 32", "chunk = 32\npreserve_threshold = 1.0"),
+     "variants.v.defaults.preserve_threshold"),
+    ("a task's preserve threshold of 0", lambda t: t.replace("chunk = 32", "chunk = 32\npreserve_threshold = "
+     "{ edit = 0.5, remove = 0.0, insert = 0.5, track = 0.5 }"), "variants.v.defaults.preserve_threshold.remove"),
+    ("a task without a preserve threshold", lambda t: t.replace("chunk = 32", "chunk = 32\npreserve_threshold = "
+     "{ edit = 0.5, remove = 0.2, insert = 0.5 }"), "variants.v.defaults.preserve_threshold.track"),
+    ("an unknown task's preserve threshold", lambda t: t.replace("chunk = 32", "chunk = 32\npreserve_threshold = "
+     "{ edit = 0.5, remove = 0.2, insert = 0.5, track = 0.5, erase = 0.1 }"),
+     "variants.v.defaults.preserve_threshold.erase"),
+    ("preserve threshold not a number", lambda t: t.replace("chunk = 32", 'chunk = 32\npreserve_threshold = "low"'),
      "variants.v.defaults.preserve_threshold"),
     ("unknown top-level key", lambda t: t + "\n[tool]\nx = 1\n", "tool"),
     ("schema version", lambda t: t.replace("schema_version = 1", "schema_version = 2"), "schema_version"),

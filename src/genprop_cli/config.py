@@ -96,6 +96,8 @@ class Task(str, Enum):
     TRACK = "track"
 
 
+TASK_NAMES = tuple(task.value for task in Task)
+
 @dataclass(frozen=True)
 class PropagationOptions:
     """How one clip is sampled. `None` means "the variant's default" (weights.toml)."""
@@ -148,12 +150,17 @@ class PropagationOptions:
         if self.preserve_threshold is not None and not 0 < self.preserve_threshold < 1:
             raise OptionError(f"--preserve-threshold must be between 0 and 1, got {self.preserve_threshold}")
 
-    def with_defaults(self, defaults: object) -> PropagationOptions:
-        """These options with every unset value (chunk, overlap, steps, guidance and the preserve ones) taken
-        from `defaults` (a variant's `weights.Defaults`); raises OptionError if the combination is invalid."""
-        names = ("chunk", "overlap", "steps", "guidance", "preserve", "preserve_margin", "preserve_threshold")
+    def with_defaults(self, defaults: Any) -> PropagationOptions:
+        """These options with every unset value (chunk, overlap, steps, guidance and the preserve ones, the
+        threshold this task's) taken from `defaults` (a variant's `weights.Defaults`); raises OptionError if the
+        combination is invalid."""
+        names = ("chunk", "overlap", "steps", "guidance", "preserve", "preserve_margin")
         chosen = {name: getattr(self, name) for name in names}
-        return replace(self, **{k: getattr(defaults, k) if v is None else v for k, v in chosen.items()})
+        resolved = {k: getattr(defaults, k) if v is None else v for k, v in chosen.items()}
+        threshold = self.preserve_threshold
+        if threshold is None:
+            threshold = defaults.preserve_threshold(self.task.value)
+        return replace(self, **resolved, preserve_threshold=threshold)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
-from genprop_cli.config import CHUNK_SIZES, DTYPES
+from genprop_cli.config import CHUNK_SIZES, DTYPES, TASK_NAMES
 from genprop_cli.errors import WeightsError
 from genprop_cli.weights.locations import registry_path
 from genprop_cli.weights.schema import (
@@ -60,13 +60,14 @@ class _Reader:
         """A required value of the given type."""
         if key not in table:
             raise self.fail(_join(where, key), "is missing")
-        return self._typed(table[key], kind, _join(where, key))
+        return self.typed(table[key], kind, _join(where, key))
 
     def opt(self, table: dict[str, Any], key: str, kind: type[_T], where: str, default: _T) -> _T:
         """An optional value of the given type."""
-        return self._typed(table[key], kind, _join(where, key)) if key in table else default
+        return self.typed(table[key], kind, _join(where, key)) if key in table else default
 
-    def _typed(self, value: Any, kind: type[_T], key: str) -> _T:
+    def typed(self, value: Any, kind: type[_T], key: str) -> _T:
+        """`value` (read at `key`) if it has the given type; an integer is taken as a float."""
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
@@ -273,8 +274,19 @@ def _parse_defaults(table: dict[str, Any], where: str, r: _Reader) -> Defaults:
     margin = r.opt(table, "preserve_margin", int, where, 1)
     if margin < 0:
         raise r.fail(f"{where}.preserve_margin", f"must be >= 0, got {margin}")
-    threshold = r.opt(table, "preserve_threshold", float, where, 0.5)
-    if not 0 < threshold < 1:
-        raise r.fail(f"{where}.preserve_threshold", f"must be between 0 and 1, got {threshold}")
+    thresholds = _parse_preserve_thresholds(table.get("preserve_threshold", 0.5), f"{where}.preserve_threshold", r)
     preserve = r.opt(table, "preserve", bool, where, False)
-    return Defaults(r.positive(table, "steps", where), guidance, chunk, overlap, dtype, preserve, margin, threshold)
+    return Defaults(r.positive(table, "steps", where), guidance, chunk, overlap, dtype, preserve, margin, thresholds)
+
+
+def _parse_preserve_thresholds(value: Any, key: str, r: _Reader) -> dict[str, float]:
+    """One probability for every task, or a table giving each task (edit, remove, insert, track) its own."""
+    if isinstance(value, dict):
+        r.keys(value, TASK_NAMES, key)
+        read = {task: (r.req(value, task, float, key), f"{key}.{task}") for task in TASK_NAMES}
+    else:
+        read = {task: (r.typed(value, float, key), key) for task in TASK_NAMES}
+    for threshold, where in read.values():
+        if not 0 < threshold < 1:
+            raise r.fail(where, f"must be between 0 and 1, got {threshold}")
+    return {task: threshold for task, (threshold, _) in read.items()}

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from genprop_cli.config import TASK_NAMES
 from genprop_cli.errors import UnknownVariantError
 
 SCHEMA_VERSION = 1
@@ -49,7 +51,13 @@ class Defaults:
     dtype: str
     preserve: bool = False  # sample as with --preserve unless the run says --no-preserve
     preserve_margin: int = 1  # latent pixels around the predicted region that --preserve regenerates too
-    preserve_threshold: float = 0.5  # the MPD's (calibrated) probability above which --preserve regenerates
+    # The MPD's (calibrated) probability above which --preserve regenerates, per task (Task values): where
+    # missing a change costs more than regenerating background (a removed object's ghost), it is lower.
+    preserve_thresholds: Mapping[str, float] = field(default_factory=lambda: dict.fromkeys(TASK_NAMES, 0.5))
+
+    def preserve_threshold(self, task: str) -> float:
+        """The default `--preserve-threshold` of one task (`Task` value)."""
+        return self.preserve_thresholds[task]
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,7 @@ class Task(str, Enum):
 
 TASK_NAMES = tuple(task.value for task in Task)
 
+
 @dataclass(frozen=True)
 class PropagationOptions:
     """How one clip is sampled. `None` means "the variant's default" (weights.toml)."""

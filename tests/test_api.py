@@ -192,6 +192,23 @@ def test_a_clip_held_in_memory_propagates_like_one_read_from_a_file(model, tmp_p
     assert out.frames == 12 and out.audio_streams == 0
 
 
+def test_a_later_chunk_reads_the_change_only_where_the_previous_chunk_was_sure_of_an_edit(model, clip, monkeypatch):
+    seen, original = [], model.pipeline.sample_chunk
+
+    def sample(**kw):
+        result = original(**kw)
+        result.mask[:, :, :2] = 0.7  # sure of an edit on the top rows, unsure (0.3) elsewhere
+        result.mask[:, :, 2:] = 0.3
+        seen.append(kw["change_region"])
+        return result
+
+    monkeypatch.setattr(model.pipeline, "sample_chunk", sample)
+    list(model.propagate(clip, PropagationOptions(task=Task.EDIT, steps=1, chunk=32, overlap=8)))
+    first, second = seen
+    assert first is None  # the user's edited frame: all of its change is the edit
+    assert second.shape[0] == 1 and (second[:, :2] == 1).all() and (second[:, 2:] == 0).all()
+
+
 def test_preserve_reaches_the_sampler_and_is_refused_where_it_cannot_work(model, clip, monkeypatch):
     seen = []
     original = model.pipeline.sample_chunk

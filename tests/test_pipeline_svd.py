@@ -225,6 +225,17 @@ def test_first_frame_change_is_edited_minus_source_first_latent_on_every_frame(p
     assert outside < inside / 4
 
 
+def test_a_change_region_keeps_the_first_frame_change_only_inside_it(change_pipe, frames):
+    source = change_pipe.encode_frames(frames)
+    condition = torch.randn_like(source[0])
+    full = change_pipe.first_frame_change(condition, source)
+    region = torch.zeros(1, *source.shape[-2:])
+    region[:, :2, :3] = 1.0
+    kept = change_pipe.first_frame_change(condition, source, region)
+    assert torch.equal(kept[:, :, :2, :3], full[:, :, :2, :3]) and full[:, :, :2, :3].abs().min() > 0
+    assert (kept[:, :, 2:] == 0).all() and (kept[:, :, :, 3:] == 0).all()
+
+
 @pytest.mark.parametrize("guidance", [1.0, 3.0])
 def test_a_zero_change_projection_samples_what_the_adapter_did_without_it(pipe, change_pipe, frames, guidance):
     before, after = run(pipe, frames, guidance=guidance), run(change_pipe, frames, guidance=guidance)

@@ -4,7 +4,7 @@ This is the CI smoke test of the trained model: `genprop remove` on examples/toy
 examples/toy-remove.png, with the variant's default sampling (--preserve, margin 0, removal's threshold
 0.2), scored against the toy world's exact ground truth for that scene. Measured on this clip through the
 CLI (docs/results.md, issue 12): the toy variant (wide backbone, five-stage adapter) scores object residual
-0.140, shadow residual 0.629, PSNR_m 25.9 dB. For comparison: returning the source scores 1.0 / 1.0 (and
+0.139, shadow residual 0.631, PSNR_m 25.9 dB. For comparison: returning the source scores 1.0 / 1.0 (and
 about 25 dB PSNR_m, the H.264 loss of the bundled clip); the random-weight variant 0.25 / 0.91 and 16.2 dB;
 the four-stage adapter shipped before it 0.196 / 0.62 and 25.9 dB; the first toy variant 0.17 / 0.52 and
 19.1 dB; mask-then-inpaint 0.15 / 0.46. So the thresholds ask for the object gone (< 0.18: 0.04 of margin

@@ -53,6 +53,17 @@ class ProgressEvent:
 ProgressCallback = Callable[[ProgressEvent], None]
 
 
+# A later chunk reads its conditioning frame's change from the source only where the previous chunk's MPD was
+# at least this sure of an edit: whatever that chunk regenerated elsewhere (under --preserve, background it
+# marked by mistake) would otherwise read as part of the edit, be marked again, and grow chunk after chunk.
+CONFIDENT_CHANGE = 0.5
+
+
+def confident_change(probability: torch.Tensor) -> torch.Tensor:
+    """Where a chunk's MPD probability ((1, h, w), calibrated) says an edit is more likely than not: 1, else 0."""
+    return (probability > CONFIDENT_CHANGE).to(probability.dtype)
+
+
 def resolve_device(name: str) -> torch.device:
     """`auto` picks CUDA when present; an unavailable device is an error, never a silent fallback."""
     if name == "auto":
@@ -314,17 +325,19 @@ class _PlanRunner:
             self.progress.step(options.steps, options.steps)
             self.progress.chunk_done()
             return ChunkResult(latents=record.latents.to(pipe.device, pipe.dtype), mask=record.mask.to(pipe.device))
+        change_region = None  # the user's edited frame: all of its difference from the source is the edit
         if previous is None:
             condition = pipe.first_condition(edited, generator)
         else:  # the frame the previous chunk generated at this chunk's start
             start, prev_result, prev_decoded = previous
             condition = pipe.next_condition(prev_result, prev_decoded, span.start - start)
+            change_region = confident_change(prev_result.mask[span.start - start])
         source = pipe.encode_frames(to_model_frames([f.rgb for f in chunk], self.plan.work))
         result = pipe.sample_chunk(
             source_latents=source, condition=condition, anchor=anchor, task=options.task, steps=options.steps,
             guidance=options.guidance, generator=generator, preserve=options.preserve,
             preserve_margin=options.preserve_margin, preserve_threshold=options.preserve_threshold,
-            on_step=self.progress.step,
+            change_region=change_region, on_step=self.progress.step,
         )  # fmt: skip
         if store is not None:
             store.save(span.index, result.latents, result.mask)

@@ -301,12 +301,14 @@ class ChunkSampler(Protocol):
         preserve: bool = False,
         preserve_margin: int = 1,
         preserve_threshold: float = 0.5,
+        change_region: torch.Tensor | None = None,
         on_step: StepCallback | None = None,
     ) -> ChunkResult:
         """Denoises one chunk from noise, `steps` steps with classifier-free guidance `guidance` (> 1 runs the
         unconditional branch), the SCE reading `source_latents`; `preserve` (regenerating where the MPD's
         probability exceeds `preserve_threshold`, and `preserve_margin` latent pixels around) needs
-        `capabilities.preserve`."""
+        `capabilities.preserve`. `change_region` ((1, h, w) in [0, 1], None: everywhere) is where the
+        conditioning frame's difference from the source counts as the edit, for adapters that read it."""
         ...
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:

@@ -196,13 +196,17 @@ class GenPropSVDPipeline:
         """The latent the previous chunk generated at this chunk's start, used directly (no VAE round trip)."""
         return self.conditioning_from_latent(result.latents[offset])
 
-    def first_frame_change(self, condition: torch.Tensor, source_latents: torch.Tensor) -> torch.Tensor | None:
+    def first_frame_change(
+        self, condition: torch.Tensor, source_latents: torch.Tensor, region: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
         """What an adapter with `first_frame_change` reads: the conditioning latent (unscaled, (..., C, h, w))
-        minus the source's first frame (scaled, (..., F, C, h, w)), in scaled units, on every frame; None for
-        an adapter that does not read it."""
+        minus the source's first frame (scaled, (..., F, C, h, w)), in scaled units, on every frame, kept only
+        inside `region` ((1, h, w) in [0, 1]) when one is given; None for an adapter that does not read it."""
         if not self.adapter.config.first_frame_change:
             return None
         change = condition.to(source_latents.dtype) * self.vae.config.scaling_factor - source_latents[..., 0, :, :, :]
+        if region is not None:
+            change = change * region.to(change)
         return change.unsqueeze(-4).expand_as(source_latents)
 
     # --- sampling ----------------------------------------------------------------------------------
@@ -226,12 +230,14 @@ class GenPropSVDPipeline:
         preserve: bool = False,
         preserve_margin: int = 1,
         preserve_threshold: float = 0.5,
+        change_region: torch.Tensor | None = None,
         on_step: StepCallback | None = None,
     ) -> ChunkResult:
         """Denoises one chunk. `source_latents` (F, C, h, w) scaled; `condition` the conditioning latent (C, h, w),
         unscaled; `anchor` the CLIP embedding. With `preserve`, after every step the latents outside the region
         the MPD marks as modified (its calibrated probability above `preserve_threshold`), grown by
-        `preserve_margin` latent pixels, are reset to the source's, noised to the step's level (`keep_unmodified`)."""
+        `preserve_margin` latent pixels, are reset to the source's, noised to the step's level (`keep_unmodified`).
+        `change_region` limits the first frame's change the adapter reads (`first_frame_change`)."""
         frames, channels, h, w = source_latents.shape
         use_cfg = guidance > 1.0
         batch = 2 if use_cfg else 1
@@ -249,7 +255,7 @@ class GenPropSVDPipeline:
             image_latents = torch.cat([torch.zeros_like(image_latents), image_latents])
             context = torch.cat([torch.zeros_like(context), context])
         source = source_latents[None].expand(batch, -1, -1, -1, -1)
-        change = self.first_frame_change(condition, source_latents)
+        change = self.first_frame_change(condition, source_latents, change_region)
         if change is not None:
             change = change[None]
             if use_cfg:  # the unconditional branch sees no frame, so no change either

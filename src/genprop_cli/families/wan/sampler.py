@@ -239,9 +239,11 @@ class GenPropWanPipeline:
         preserve: bool = False,
         preserve_margin: int = 1,
         preserve_threshold: float = 0.5,
+        change_region: torch.Tensor | None = None,
         on_step: StepCallback | None = None,
     ) -> ChunkResult:
-        """Denoises one chunk. `source_latents` (C, F_lat, h, w); `condition` the first frame (3, H, W) in [-1, 1]."""
+        """Denoises one chunk. `source_latents` (C, F_lat, h, w); `condition` the first frame (3, H, W) in [-1, 1].
+        `change_region` is not used: Wan adapters do not read the first frame's change."""
         if preserve:
             raise OptionError("--preserve is not available for Wan variants; --composite is")
         channels, latent_frames, h, w = source_latents.shape

@@ -102,18 +102,22 @@ def print_table(title: str, table: dict[str, dict[str, list[float]]]) -> None:
 
 def drift(model: GenProp, frames: int, seeds: tuple[int, ...], chunk: int, sampling: dict[str, object]) -> None:
     """Per-frame PSNR_m of edits and removals on long clips, and the mean per chunk."""
-    curves = []
+    curves, names = [], []
     for task in (Task.EDIT, Task.REMOVE):
         for seed in seeds:
             example = toy_example(task, seed, frames=frames, size=64)
             video = propagated(model, example.source, example.edited_first, task, **sampling)
             curves.append([metrics.psnr_m(video[t : t + 1], example.source[t : t + 1], example.masks[t : t + 1])
                            for t in range(frames)])  # fmt: skip
-    curve = np.mean(np.minimum(curves, 99.0), axis=0)
+            names.append(f"{task.value} seed {seed}")
+    curves = np.minimum(curves, 99.0)
+    curve = curves.mean(axis=0)
     print(f"\n### PSNR_m per frame over {frames} frames (edit and remove, seeds {list(seeds)}, mean)\n")
     print(" ".join(f"{v:.1f}" for v in curve))
     starts = range(0, frames, chunk)
     print("\nper chunk of", chunk, "frames:", ", ".join(f"{np.mean(curve[s : s + chunk]):.2f}" for s in starts))
+    for name, one in zip(names, curves):  # one clip can drift while the mean hides it
+        print(f"  {name}:", ", ".join(f"{np.mean(one[s : s + chunk]):.2f}" for s in starts))
 
 
 def main() -> None:

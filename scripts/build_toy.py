@@ -117,7 +117,7 @@ preserve = true  # the MPD's unmodified region is kept anchored to the source wh
 preserve_margin = 0  # latent pixels regenerated around that region (docs/results.md: 0 vs 1)
 # The MPD's calibrated probability above which --preserve regenerates. Removal and tracking regenerate where
 # a change is 1 in 5 likely (a missed change leaves a ghost of the object or a marker that lags); edits and
-# inserts at an even chance, which keeps 1.5-2 dB more of the clip (docs/results.md, ninth session).
+# inserts at an even chance, which keeps 1.2-2.5 dB more of the clip (docs/results.md, ninth session).
 preserve_threshold = {{ edit = 0.5, remove = 0.2, insert = 0.5, track = 0.2 }}
 """
 

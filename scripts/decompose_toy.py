@@ -1,7 +1,7 @@
 """Where a toy variant loses quality, stage by stage, on one evaluation set (docs/results.md, "Decomposition").
 
     python scripts/decompose_toy.py EVAL_SET [EVAL_SET ...] [--model toy] [--adapter PATH] [--long-frames 96]
-        [--preserve | --no-preserve] [--preserve-threshold P] [--tasks-only]
+        [--preserve | --no-preserve] [--preserve-threshold P] [--tasks-only] [--combine]
 
 For every example of each set, in the order the signal goes through the model:
   1. VAE: decode(encode(source)) against the source: nothing the model outputs can beat this;
@@ -15,7 +15,9 @@ Then one long clip (--long-frames, three 32-frame chunks at 96) is propagated an
 frame and per chunk, to show drift within and between chunks. Stages 3 and 4 and the long clip are sampled
 as the variant does by default; --preserve / --no-preserve and --preserve-threshold choose (with --preserve,
 what the MPD leaves unmodified is anchored to the source's latents). --tasks-only runs stage 4 alone (GenProp
-and the baselines), a third of the time, to compare adapters or sampling options.
+and the baselines), a third of the time, to compare adapters or sampling options. --combine prints one
+table over the examples of all the sets (held-out sets made in parts, docs/results.md, tenth session).
+A metric's mean is over the examples that have it (shadow residuals: removals with a shadow).
 """
 
 from __future__ import annotations
@@ -90,13 +92,20 @@ def decompose(
     return table
 
 
+def mean_cell(values: list[float]) -> str:
+    """The mean over the examples that have the metric (a removal without a shadow has no shadow residual),
+    infinite PSNRs counted as 99 dB."""
+    finite = np.minimum([v for v in values if not np.isnan(v)], 99.0)
+    return f"{np.mean(finite):.3g}" if len(finite) else ""
+
+
 def print_table(title: str, table: dict[str, dict[str, list[float]]]) -> None:
     columns = ("psnr", "psnr_m", "residual_object", "residual_shadow", "mpd_JF")
     print(f"\n### {title}\n")
     print("| stage | " + " | ".join(columns) + " |")
     print("|---" * (len(columns) + 1) + "|")
     for stage in sorted(table):
-        cells = [f"{np.mean(np.minimum(table[stage][c], 99.0)):.3g}" if table[stage].get(c) else "" for c in columns]
+        cells = [mean_cell(table[stage].get(c, [])) for c in columns]
         print(f"| {stage} | " + " | ".join(cells) + " |")
 
 
@@ -131,11 +140,15 @@ def main() -> None:
                         help="sample GenProp with (or without) --preserve; default: the variant's")
     parser.add_argument("--preserve-threshold", type=float, help="as the commands' option; default: the variant's")
     parser.add_argument("--tasks-only", action="store_true", help="stage 4 only (GenProp and the baselines)")
+    parser.add_argument("--combine", action="store_true", help="one table over all the sets' examples")
     args = parser.parse_args()
     model = GenProp.load(args.model, adapter=args.adapter, device="cpu")
     steps = model.variant.spec.defaults.steps
     sampling = {"preserve": args.preserve, "preserve_threshold": args.preserve_threshold}
-    for eval_set in args.eval_sets:
+    if args.combine:  # one table over every example of the sets, each example weighing the same
+        examples = [example for eval_set in args.eval_sets for example in read_eval_set(eval_set)]
+        print_table(" + ".join(args.eval_sets), decompose(model, examples, steps, sampling, args.tasks_only))
+    for eval_set in [] if args.combine else args.eval_sets:
         print_table(eval_set, decompose(model, read_eval_set(eval_set), steps, sampling, args.tasks_only))
     if args.long_frames:
         drift(model, args.long_frames, tuple(args.long_seeds), model.variant.spec.defaults.chunk, sampling)

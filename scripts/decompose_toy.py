@@ -146,10 +146,11 @@ def main() -> None:
     steps = model.variant.spec.defaults.steps
     sampling = {"preserve": args.preserve, "preserve_threshold": args.preserve_threshold}
     if args.combine:  # one table over every example of the sets, each example weighing the same
-        examples = [example for eval_set in args.eval_sets for example in read_eval_set(eval_set)]
-        print_table(" + ".join(args.eval_sets), decompose(model, examples, steps, sampling, args.tasks_only))
-    for eval_set in [] if args.combine else args.eval_sets:
-        print_table(eval_set, decompose(model, read_eval_set(eval_set), steps, sampling, args.tasks_only))
+        tables = {" + ".join(args.eval_sets): [e for eval_set in args.eval_sets for e in read_eval_set(eval_set)]}
+    else:
+        tables = {eval_set: read_eval_set(eval_set) for eval_set in args.eval_sets}
+    for title, examples in tables.items():
+        print_table(title, decompose(model, examples, steps, sampling, args.tasks_only))
     if args.long_frames:
         drift(model, args.long_frames, tuple(args.long_seeds), model.variant.spec.defaults.chunk, sampling)
 

@@ -2,7 +2,7 @@
 it) for the toy backbone's VAE and U-Net steps and for an adapter step; then gradient checkpointing off vs
 on for the adapter (peak memory).
 
-    python benchmarks/bench_train.py [--config configs/toy/backbone.toml] [--steps 20] [--frames 8] [--size 64]
+    python benchmarks/bench_train.py [--config configs/toy/backbone-wide.toml] [--steps 20] [--frames 8] [--size 64]
                                      [--repeats 3] [--skip-checkpointing]
 
 The precision section builds the toy backbone of --config with random weights and times
@@ -97,7 +97,7 @@ def adapter_run(data: Path, output: Path, args, **options) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=ROOT / "configs/toy/backbone.toml",
+    parser.add_argument("--config", type=Path, default=ROOT / "configs/toy/backbone-wide.toml",
                         help="the backbone training config whose VAE and U-Net are timed")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--frames", type=int, default=8)

@@ -133,6 +133,28 @@ def test_version_and_models_list():
     assert rows["svd-xt"]["adapter"] == "unpublished"
 
 
+
+def _commands(command, path: tuple[str, ...] = ()):
+    yield path, command
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _commands(sub, (*path, name))
+
+
+def test_help_paragraphs_have_no_hard_line_breaks():
+    """Rich help prints a line break inside a paragraph as it is, which tore `genprop --help`'s listing."""
+    import inspect
+
+    import typer.main
+
+    broken = []
+    for path, command in _commands(typer.main.get_command(app)):
+        texts = [command.help or "", *(getattr(p, "help", None) or "" for p in command.params)]
+        broken += [" ".join(path) for t in texts if any("\n" in p for p in inspect.cleandoc(t).split("\n\n"))]
+    assert broken == []
+    listing = run("--help").stdout
+    assert "Train the SCE + MPD + task embedding on a video instance" in listing
+
+
 # --- bad input -------------------------------------------------------------------------------------
 
 

@@ -71,7 +71,12 @@ def models_build_random_tiny(
     err.print(f"wrote {backbone} and {adapter}", highlight=False)
 
 
-@app.command("train")
+@app.command(
+    "train",
+    help="Train the SCE + MPD + task embedding on a video instance segmentation dataset.\n\n"
+    "Resumes from the latest checkpoint in --output. Multi-GPU / multi-node: "
+    "`accelerate launch -m genprop_cli train ...`.",
+)
 def train_command(
     data: Annotated[Path, typer.Option(help="Dataset root (DAVIS or YouTube-VIS layout).", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Run folder: checkpoints, log.jsonl, adapter.safetensors.", show_default=False)],
@@ -97,8 +102,7 @@ def train_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Tracebacks for internal errors.")] = False,
 ) -> None:
-    """Train the SCE + MPD + task embedding on a video instance segmentation dataset; resumes from the
-    latest checkpoint in --output. Multi-GPU / multi-node: `accelerate launch -m genprop_cli train ...`."""
+    """`genprop train` (its help is the decorator's: rich help prints a docstring's line breaks)."""
     try:
         from genprop_cli.training.trainer import TrainConfig, describe, train, with_variant_defaults
 
@@ -171,7 +175,12 @@ def _parse_adapters(values: list[str]) -> dict[str, str]:
     return labelled
 
 
-@app.command("eval")
+@app.command(
+    "eval",
+    help="Score a variant (and extra adapters, and the baselines) on an evaluation set.\n\n"
+    "Metrics: PSNR, SSIM, PSNR_m, removal residual (object and shadow), tracking IoU and J&F, "
+    "optionally CLIP-T / CLIP-I.",
+)
 def eval_command(
     eval_set: Annotated[Path, typer.Argument(help="Evaluation set folder (from `genprop toy eval-set`).", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Report folder: report.json, report.md, sheets/.", show_default=False)],
@@ -206,8 +215,7 @@ def eval_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Tracebacks for internal errors.")] = False,
 ) -> None:
-    """Score a variant (and extra adapters, and the baselines) on an evaluation set: PSNR, SSIM, PSNR_m,
-    removal residual (object and shadow), tracking IoU and J&F, optionally CLIP-T / CLIP-I."""
+    """`genprop eval` (its help is the decorator's)."""
     try:
         from genprop_cli.evaluation import runner
 

@@ -133,7 +133,6 @@ def test_version_and_models_list():
     assert rows["svd-xt"]["adapter"] == "unpublished"
 
 
-
 def _commands(command, path: tuple[str, ...] = ()):
     yield path, command
     for name, sub in getattr(command, "commands", {}).items():

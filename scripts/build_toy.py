@@ -3,13 +3,17 @@
     python scripts/build_toy.py                # data -> backbone -> adapter stages 1-5 -> package assets + weights.toml
     python scripts/build_toy.py --ablations    # also the three ablation adapters (same stages, same budget)
     python scripts/build_toy.py --eval         # also the evaluation set and `genprop eval` of everything built
+    python scripts/build_toy.py --work build/toy2 --ablations-only --progress checkpoints/ablations
+                                               # the ablations alone, resumed from (and, with --save-progress,
+                                               # saved to) compact progress small enough to commit
 
 The recipe is issue 12's (docs/results.md): 400 toy clips over varied backgrounds with pans and zooms; the
 wide backbone (configs/toy/backbone-wide.toml); the adapter in five stages (configs/toy/adapter-wide*.toml),
 each starting from the previous stage's EMA weights. An ablation applies its overlay (configs/toy/ablation-*.toml)
 to every stage. Every step is a `genprop` command (printed before it runs) whose output folder under --work is
 reused when it is already complete, and a training stage that was interrupted resumes from its last checkpoint,
-so the build can be stopped and restarted. Stage times go to WORK/timings.json. On this project's 2-core CPU:
+so the build can be stopped and restarted; a stage with a later stage under way counts as complete (its export
+is what that stage started from). Stage times go to WORK/timings.json. On this project's 2-core CPU:
 about 8 hours (VAE 35 min, U-Net 50 min, adapter 6.5 h, stage 5's 2250 steps at 3 s each; docs/results.md).
 """
 
@@ -165,6 +169,65 @@ def install_backbone(work: Path, name: str, description: str, native_frames: int
     print(f"installed {assets} and updated {REGISTRY}", flush=True)
 
 
+def stage_folder(work: Path, run: str, number: int) -> Path:
+    return work / f"adapter-{run}-stage{number}"
+
+
+def furthest_stage(work: Path, run: str) -> int:
+    """The last stage of `run` with an export or a checkpoint in `work` (0: none yet)."""
+    from genprop_cli.training.trainer import latest_checkpoint
+
+    for number in range(len(ADAPTER_STAGES), 0, -1):
+        folder = stage_folder(work, run, number)
+        if (folder / "adapter.safetensors").is_file() or latest_checkpoint(folder) is not None:
+            return number
+    return 0
+
+
+def save_progress(work: Path, runs: list[str], progress: Path) -> None:
+    """Replaces `progress` with what resuming each run needs, small enough to commit: its furthest stage's
+    export in fp16 when that stage is finished, else a compact copy of its latest checkpoint, with the log."""
+    from genprop_cli.training.trainer import compact_checkpoint, latest_checkpoint
+
+    temp = progress.with_name(f".{progress.name}.partial")
+    shutil.rmtree(temp, ignore_errors=True)
+    temp.mkdir(parents=True)
+    for run in runs:
+        number = furthest_stage(work, run)
+        if number == 0:
+            continue
+        folder = stage_folder(work, run, number)
+        kept = temp / folder.name
+        kept.mkdir()
+        if (folder / "adapter.safetensors").is_file():
+            export_half(folder / "adapter.safetensors", kept / "adapter.safetensors")
+        else:
+            checkpoint = latest_checkpoint(folder)
+            compact_checkpoint(checkpoint, kept / "checkpoints" / checkpoint.name)
+        for name in ("log.jsonl", "summary.json"):
+            if (folder / name).is_file():
+                shutil.copyfile(folder / name, kept / name)
+        print(f"kept {run} stage {number} in {progress / folder.name}", flush=True)
+    if (work / "timings.json").is_file():
+        shutil.copyfile(work / "timings.json", temp / "timings.json")
+    if progress.exists():
+        shutil.rmtree(progress)
+    temp.replace(progress)
+
+
+def restore_progress(work: Path, progress: Path) -> None:
+    """Copies into `work` what `progress` holds and `work` lacks (timings are merged)."""
+    for path in sorted(progress.rglob("*")):
+        target = work / path.relative_to(progress)
+        if path.is_file() and path.name != "timings.json" and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+    if (progress / "timings.json").is_file():
+        saved = json.loads((progress / "timings.json").read_text())
+        current = json.loads((work / "timings.json").read_text()) if (work / "timings.json").is_file() else {}
+        (work / "timings.json").write_text(json.dumps({**saved, **current}, indent=2))
+
+
 def adapter_file(work: Path, run: str) -> Path:
     """The exported adapter (EMA weights) of the last stage of `run` ("full" or an ablation)."""
     return work / f"adapter-{run}-stage{len(ADAPTER_STAGES)}" / "adapter.safetensors"
@@ -221,6 +284,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "toy", help="build folder")
     parser.add_argument("--ablations", action="store_true", help="also train the three ablation adapters")
+    parser.add_argument("--ablations-only", action="store_true",
+                        help="train only the ablation adapters (the full run is the shipped one); implies --no-install")
+    parser.add_argument("--progress", type=Path, help="compact progress to resume from (copied into --work first)")
+    parser.add_argument("--save-progress", action="store_true",
+                        help="only write the runs' compact progress to --progress (replacing it) and stop")
     parser.add_argument("--eval", action="store_true", help="also make the evaluation set and run genprop eval")
     parser.add_argument("--no-install", action="store_true", help="leave the package assets and weights.toml alone")
     parser.add_argument("--adapter-steps", type=int, help="override the adapters' step count (smoke runs)")
@@ -235,39 +303,50 @@ def main() -> int:
         return 0
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)
+    ablations = args.ablations or args.ablations_only
+    run_names = ([] if args.ablations_only else ["full"]) + (list(ABLATIONS) if ablations else [])
+    if args.save_progress:
+        if args.progress is None:
+            parser.error("--save-progress needs --progress DIR")
+        save_progress(work, run_names, args.progress)
+        return 0
+    if args.progress is not None and args.progress.is_dir():
+        restore_progress(work, args.progress)
     timings_file = work / "timings.json"
     timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
 
     data = work / "data"
     timed(timings, "dataset", (data / "JPEGImages").is_dir(), lambda: genprop("toy", "dataset", str(data), *DATASET))
+    if args.ablations_only and not (work / "backbone").exists():
+        shutil.copytree(ASSETS / "backbone", work / "backbone")  # the shipped run's backbone
     timed(timings, "backbone", (work / "backbone" / "model_index.json").is_file(),
           lambda: genprop("toy", "train-backbone", "--data", str(data), "-o", str(work),
                           "--config", str(CONFIGS / BACKBONE_CONFIG), "-q"))
     env = {"GENPROP_REGISTRY": str(build_registry(work, None))}
-    runs: dict[str, Path | None] = {"full": None}
-    if args.ablations:
-        runs |= {name: CONFIGS / f"ablation-{name}.toml" for name in ABLATIONS}
+    runs = {name: None if name == "full" else CONFIGS / f"ablation-{name}.toml" for name in run_names}
     for name, overlay in runs.items():
         previous: Path | None = None
+        furthest = furthest_stage(work, name)
         for number, stage in enumerate(ADAPTER_STAGES, start=1):
-            folder = work / f"adapter-{name}-stage{number}"
+            folder = stage_folder(work, name, number)
             init = ["--init-adapter", str(previous)] if previous else []
             steps = ["--steps", str(args.adapter_steps)] if args.adapter_steps else []
             config = stage_config(work, stage, overlay)
-            timed(timings, folder.name, (folder / "adapter.safetensors").is_file(),
+            timed(timings, folder.name, (folder / "adapter.safetensors").is_file() or number < furthest,
                   lambda folder=folder, config=config, init=init, steps=steps: genprop(
                       "train", "--model", "toy", "--data", str(data), "-o", str(folder), "--config", str(config),
                       *init, *steps, "-q", env=env))  # fmt: skip
             timings_file.write_text(json.dumps(timings, indent=2))
             previous = folder / "adapter.safetensors"
-    if not args.no_install:
+    if not (args.no_install or args.ablations_only):
         install(work)
     if args.eval:
         eval_set = work / "eval"
         timed(timings, "eval-set", (eval_set / "index.json").is_file(),
               lambda: genprop("toy", "eval-set", str(eval_set), "--per-task", str(args.per_task), "--frames", "32",
                               "--size", "64", "--seed", str(EVAL_SEED)))
-        env = {"GENPROP_REGISTRY": str(build_registry(work, adapter_file(work, "full")))}
+        full = ASSETS / "adapter.safetensors" if args.ablations_only else adapter_file(work, "full")
+        env = {"GENPROP_REGISTRY": str(build_registry(work, full))}
         extra = [a for name in runs if name != "full" for a in ("--adapter", f"{name}={adapter_file(work, name)}")]
         timed(timings, "eval", False,
               lambda: genprop("eval", str(eval_set), "--model", "toy", *extra, "-o", str(work / "report"), "--overwrite",

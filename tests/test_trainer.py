@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -509,3 +510,50 @@ def test_the_adapter_records_the_inside_weight_it_trained_with_in_the_run_and_th
     weights = [GenPropAdapter.load(Path(p), backbone_for("svd", unet)).config.mask_inside_weight
                for p in (weighted.adapter, exported, again.adapter)]  # fmt: skip
     assert weights == [4.0, 4.0, 1.0]
+
+
+# --- compact checkpoints (committed between sessions) ----------------------------------------------------
+
+from genprop_cli.training.trainer import COMPACT_EMA, COMPACT_WEIGHTS, compact_checkpoint  # noqa: E402
+
+
+def test_a_compact_checkpoint_is_small_and_exports_the_same_adapter_in_fp16(davis, tmp_path):
+    train(config(davis, tmp_path / "run", steps=2, ema_decay=0.5))
+    full = latest_checkpoint(tmp_path / "run")
+    compact = compact_checkpoint(full, tmp_path / "compact" / "checkpoints" / full.name)
+    assert sorted(p.name for p in compact.iterdir()) == sorted(
+        [COMPACT_WEIGHTS, COMPACT_EMA, "scheduler.bin", "trainer_state.json"])
+    size = sum(p.stat().st_size for p in compact.iterdir())
+    assert size < sum(p.stat().st_size for p in full.iterdir()) / 3  # no optimizer moments; fp16
+    for use_ema in (True, False):
+        a = load_file(str(export_checkpoint(full, tmp_path / f"full-{use_ema}.safetensors", use_ema=use_ema)))
+        b = load_file(str(export_checkpoint(compact, tmp_path / f"compact-{use_ema}.safetensors", use_ema=use_ema)))
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-4, msg=k)
+    ema = load_file(str(compact / COMPACT_EMA))
+    assert all(v.dtype == torch.float16 for v in ema.values() if v.is_floating_point())
+
+
+def test_a_run_resumes_from_a_compact_checkpoint_without_its_init_file_and_keeps_its_schedule(davis, tmp_path):
+    first = train(config(davis, tmp_path / "first", steps=2))
+    init = tmp_path / "init.safetensors"
+    shutil.copy(first.adapter, init)
+    second = dict(init_adapter=str(init), ema_decay=0.5, warmup_steps=4)
+    train(config(davis, tmp_path / "straight", **second))
+    train(config(davis, tmp_path / "half", steps=2, **second))
+    compact_checkpoint(latest_checkpoint(tmp_path / "half"), tmp_path / "resumed" / "checkpoints" / "step-00000002")
+    init.unlink()  # a committed compact checkpoint does not need the run's init file
+
+    resumed = train(config(davis, tmp_path / "resumed", **second))
+    assert resumed.resumed_from == 2 and resumed.fresh_optimizer
+    a, b = read_log(tmp_path / "straight"), read_log(tmp_path / "resumed")
+    assert [r["step"] for r in b] == [3, 4]
+    # The LR schedule goes on (warm-up at 3 and 4 of 4) and the first resumed step sees the same weights
+    # (to fp16) and the same data as the uninterrupted run.
+    assert [r["lr"] for r in b] == pytest.approx([r["lr"] for r in a[2:]])
+    assert b[0]["total"] == pytest.approx(a[2]["total"], rel=2e-3)
+    # The EMA went on from the checkpoint's: the export is near the uninterrupted run's, not the raw weights.
+    straight, exported = load_file(str(tmp_path / "straight" / "adapter.safetensors")), load_file(resumed.adapter)
+    for k in straight:
+        torch.testing.assert_close(exported[k], straight[k], rtol=0.05, atol=2e-3, msg=k)

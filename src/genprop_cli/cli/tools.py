@@ -104,7 +104,9 @@ def train_command(
 ) -> None:
     """`genprop train` (its help is the decorator's: rich help prints a docstring's line breaks)."""
     try:
-        from genprop_cli.training.trainer import TrainConfig, describe, train, with_variant_defaults
+        from genprop_cli.training.trainer import (
+            TrainConfig, compact_resume_note, describe, train, with_variant_defaults,
+        )
 
         overrides = dict(
             data=str(data), output=str(output), format=format, model=model, steps=steps, batch_size=batch_size,
@@ -119,6 +121,8 @@ def train_command(
         cfg = with_variant_defaults(cfg)
         if not quiet:
             err.print(describe(cfg), highlight=False)
+            if note := compact_resume_note(cfg):
+                err.print(note, highlight=False)
         with _TrainProgress(enabled=not quiet and err.is_terminal, quiet=quiet) as progress:
             result = train(cfg, on_log=progress)
     except (GenPropError, KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - the CLI boundary

@@ -8,7 +8,10 @@ gives the sampler and the objective (`families.get_family`); a family registered
 
 Every step's data and noise are drawn from generators seeded by (seed, step, micro-batch, process), so a
 run resumed from a checkpoint (model, optimizer, LR scheduler, EMA and step, saved with Accelerate)
-continues exactly as an uninterrupted run would.
+continues exactly as an uninterrupted run would. A compact checkpoint (`compact_checkpoint`: the weights and
+the EMA in fp16, no optimizer moments; a sixth of the size) is small enough to commit, so a long run can span
+machines that keep no files; a run resumed from one starts AdamW afresh and is close to, not equal to, the
+uninterrupted run.
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ CHECKPOINTS = "checkpoints"
 ADAPTER_PREFIX = "adapter."  # the trainable part of the GenProp denoiser's state dict
 ADAPTER_FILE = "adapter.safetensors"
 SUMMARY_FILE = "summary.json"
+COMPACT_WEIGHTS = "adapter.safetensors"  # a compact checkpoint's trained weights, an fp16 adapter file
+COMPACT_EMA = "ema.safetensors"  # ... and its EMA weights, another one (usable as --adapter as it is)
+SCHEDULER_FILE = "scheduler.bin"  # Accelerate's name for the LR scheduler's state
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -235,19 +241,26 @@ def latest_checkpoint(output: Path) -> Path | None:
     return folders[-1] if folders else None
 
 
-def _load_pipeline(config: TrainConfig, device: torch.device):
-    """The frozen backbone of the variant with a fresh (zero-initialised) adapter, or `init_adapter`; reading
-    the first frame's change if the config asks, and recording the L_MPD inside weight it trains with."""
+def is_compact(checkpoint: Path) -> bool:
+    """Whether `checkpoint` is a compact one (`compact_checkpoint`) rather than Accelerate's full state."""
+    return (Path(checkpoint) / COMPACT_WEIGHTS).is_file()
+
+
+def _load_pipeline(config: TrainConfig, device: torch.device, adapter_file: Path | None = None):
+    """The frozen backbone of the variant with a fresh (zero-initialised) adapter, or `adapter_file` (a compact
+    checkpoint's weights) or else `init_adapter`; reading the first frame's change if the config asks, and
+    recording the L_MPD inside weight it trains with."""
     from genprop_cli.families import sampler_class
     from genprop_cli.pipelines import quiet_libraries
     from genprop_cli.weights import resolve_variant
 
-    resolved = resolve_variant(config.model, adapter=config.init_adapter, require_adapter=False)
+    source = str(adapter_file) if adapter_file is not None else config.init_adapter
+    resolved = resolve_variant(config.model, adapter=source, require_adapter=False)
     quiet_libraries()
     # Adapter weights train in float32; mixed precision is Accelerate's autocast.
     pipe = sampler_class(resolved.spec.family).from_pretrained(
         resolved.backbone_dir,
-        resolved.adapter_file if config.init_adapter else None,
+        resolved.adapter_file if source else None,
         device=device,
         dtype=torch.float32,
         file_variant=resolved.spec.backbone_file_variant,
@@ -314,6 +327,7 @@ class TrainResult:
     peak_cuda_mib: float | None
     dataset: dict[str, Any]
     failed_draws: int
+    fresh_optimizer: bool = False  # resumed from a compact checkpoint: AdamW's moments started from zero
 
     def to_json(self) -> str:
         return json.dumps({"status": "ok", **asdict(self)}, indent=2)
@@ -341,6 +355,7 @@ class _Session:
     params: list[torch.nn.Parameter]
     ema: EMA | None
     objective: Any
+    fresh_optimizer: bool = False
 
 
 def _start(config: TrainConfig) -> tuple[_Session, int]:
@@ -368,7 +383,9 @@ def _start(config: TrainConfig) -> tuple[_Session, int]:
     accelerator.wait_for_everyone()
 
     stream = PairStream(config)
-    pipe = _load_pipeline(config, accelerator.device)
+    checkpoint = latest_checkpoint(output)
+    compact = checkpoint is not None and is_compact(checkpoint)
+    pipe = _load_pipeline(config, accelerator.device, checkpoint / COMPACT_WEIGHTS if compact else None)
     _store_frozen_in(pipe, config.mixed_precision)
     denoiser = pipe.denoiser
     denoiser.adapter.train()
@@ -382,9 +399,10 @@ def _start(config: TrainConfig) -> tuple[_Session, int]:
     ema = EMA(params, config.ema_decay) if config.ema_decay else None
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
-    start = _resume(accelerator, config, output)
+    trained = [name for name, p in denoiser.adapter.named_parameters() if p.requires_grad]
+    start = _resume(accelerator, config, output, scheduler, ema, trained)
     session = _Session(accelerator, config, output, stream, pipe, model, optimizer, scheduler, params, ema,
-                       objective_for(pipe, config.noise))  # fmt: skip
+                       objective_for(pipe, config.noise), fresh_optimizer=compact)  # fmt: skip
     return session, start
 
 
@@ -455,6 +473,7 @@ def _summary(s: _Session, history: list[dict[str, float]], start: int, started: 
         peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         peak_cuda_mib=torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
         dataset=s.stream.dataset.report.to_dict(), failed_draws=s.stream.failed_draws,
+        fresh_optimizer=s.fresh_optimizer,
     )  # fmt: skip
 
 
@@ -474,8 +493,10 @@ def _append_log(output: Path, record: dict[str, float]) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def _resume(accelerator, config: TrainConfig, output: Path) -> int:
-    """Loads the latest checkpoint of `output` if there is one; returns the step to continue from."""
+def _resume(accelerator, config: TrainConfig, output: Path, scheduler, ema: EMA | None,
+            trained: list[str]) -> int:  # fmt: skip
+    """Loads the latest checkpoint of `output` if there is one; returns the step to continue from. A compact
+    checkpoint's weights were loaded with the pipeline; here its EMA and LR schedule follow."""
     checkpoint = latest_checkpoint(output)
     if checkpoint is None:
         return 0
@@ -485,9 +506,26 @@ def _resume(accelerator, config: TrainConfig, output: Path) -> int:
         raise OptionError(
             f"{output} holds a checkpoint of a run with other options; use another --output or the same options"
         )
-    accelerator.load_state(str(checkpoint))
+    if is_compact(checkpoint):
+        _load_compact_state(checkpoint, saved, scheduler, ema, trained)
+    else:
+        accelerator.load_state(str(checkpoint))
     _truncate_log(output, saved["step"])
     return int(saved["step"])
+
+
+def _load_compact_state(checkpoint: Path, saved: dict[str, Any], scheduler, ema: EMA | None,
+                        trained: list[str]) -> None:  # fmt: skip
+    """The LR schedule and the EMA of a compact checkpoint (`trained`: the names of the adapter's trained
+    parameters, in the optimizer's order)."""
+    scheduler.load_state_dict(torch.load(checkpoint / SCHEDULER_FILE, map_location="cpu", weights_only=True))
+    if ema is None:
+        return
+    ema_file = checkpoint / COMPACT_EMA
+    if not ema_file.is_file():
+        raise GenPropError(f"{checkpoint} is a compact checkpoint without the EMA ({COMPACT_EMA}) this run keeps")
+    ema.load_state_dict({"decay": ema.decay, "updates": saved.get("ema_updates", 10**9),
+                         "shadow": _trained_tensors(ema_file, trained)})  # fmt: skip
 
 
 def _option_defaults(cls: type) -> dict[str, Any]:
@@ -570,30 +608,92 @@ def _export(adapter, ema: EMA | None, params: list[torch.nn.Parameter], path: Pa
 
 
 def export_checkpoint(checkpoint: Path, destination: Path, *, use_ema: bool = True, half: bool = False) -> Path:
-    """Writes the adapter file of a run's checkpoint (its EMA weights when the run keeps an EMA and `use_ema`),
-    so a run can be evaluated while it trains, or from the checkpoint a session committed; `half` stores it in
-    fp16 (half the size, for committing; loading casts it back to the backbone's dtype)."""
-    from safetensors.torch import load_file
-
-    checkpoint = Path(checkpoint)
-    saved = json.loads((checkpoint / "trainer_state.json").read_text())
-    config = TrainConfig.from_dict({**saved["config"], "output": str(checkpoint.parent.parent), "device": "cpu"})
-    adapter = _load_pipeline(config, torch.device("cpu")).denoiser.adapter
-    state = load_file(checkpoint / "model.safetensors")
-    adapter.load_state_dict({k.removeprefix(ADAPTER_PREFIX): v for k, v in state.items()}, strict=True)
-    ema_file = checkpoint / "custom_checkpoint_0.pkl"  # Accelerate's name for the first registered object
-    if use_ema and config.ema_decay and ema_file.is_file():
-        shadow = torch.load(ema_file, map_location="cpu", weights_only=True)["shadow"]
-        params = [p for p in adapter.parameters() if p.requires_grad]
-        if len(shadow) != len(params):
-            raise GenPropError(f"{ema_file} holds {len(shadow)} EMA tensors for {len(params)} adapter parameters")
-        with torch.no_grad():
-            for p, s in zip(params, shadow):
-                p.copy_(s)
+    """Writes the adapter file of a run's checkpoint, full or compact (its EMA weights when the run keeps an EMA
+    and `use_ema`), so a run can be evaluated while it trains, or from the checkpoint a session committed; `half`
+    stores it in fp16 (half the size, for committing; loading casts it back to the backbone's dtype)."""
+    adapter, shadow, _ = _checkpoint_adapter(Path(checkpoint))
+    if use_ema and shadow is not None:
+        _copy_into_trained(adapter, shadow)
     if half:
         adapter.to(torch.float16)
     adapter.save(Path(destination))
     return Path(destination)
+
+
+def compact_checkpoint(checkpoint: Path, destination: Path) -> Path:
+    """Writes a compact copy of a checkpoint at `destination` (a step-N folder of a run's checkpoints): the
+    adapter's weights and its EMA as fp16 adapter files, the LR schedule and the step, without the optimizer's
+    moments. A run resumed from it starts AdamW afresh."""
+    checkpoint, destination = Path(checkpoint), Path(destination)
+    saved = json.loads((checkpoint / "trainer_state.json").read_text())
+    adapter, shadow, updates = _checkpoint_adapter(checkpoint)
+    temp = partial_path(destination)
+    temp.mkdir(parents=True)
+    try:
+        adapter.to(torch.float16).save(temp / COMPACT_WEIGHTS)
+        if shadow is not None:
+            _copy_into_trained(adapter, shadow)
+            adapter.to(torch.float16).save(temp / COMPACT_EMA)
+        shutil.copyfile(checkpoint / SCHEDULER_FILE, temp / SCHEDULER_FILE)
+        state = {**saved, "compact": True, **({"ema_updates": updates} if shadow is not None else {})}
+        (temp / "trainer_state.json").write_text(json.dumps(state))
+        replace_folder(temp, destination)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    return destination
+
+
+def _checkpoint_adapter(checkpoint: Path) -> tuple[Any, list[torch.Tensor] | None, int | None]:
+    """The adapter of a checkpoint (full or compact) with its trained weights, its EMA's weights (None when the
+    run keeps none) and the EMA's update count, on the CPU."""
+    from safetensors.torch import load_file
+
+    saved = json.loads((checkpoint / "trainer_state.json").read_text())
+    config = TrainConfig.from_dict({**saved["config"], "output": str(checkpoint.parent.parent), "device": "cpu"})
+    compact = is_compact(checkpoint)
+    adapter = _load_pipeline(config, torch.device("cpu"), checkpoint / COMPACT_WEIGHTS if compact else None)
+    adapter = adapter.denoiser.adapter
+    trained = [name for name, p in adapter.named_parameters() if p.requires_grad]
+    count = len(trained)
+    if compact:
+        ema_file = checkpoint / COMPACT_EMA
+        if not (config.ema_decay and ema_file.is_file()):
+            return adapter, None, None
+        return adapter, _trained_tensors(ema_file, trained), saved.get("ema_updates")
+    state = load_file(checkpoint / "model.safetensors")
+    adapter.load_state_dict({k.removeprefix(ADAPTER_PREFIX): v for k, v in state.items()}, strict=True)
+    ema_file = checkpoint / "custom_checkpoint_0.pkl"  # Accelerate's name for the first registered object
+    if not (config.ema_decay and ema_file.is_file()):
+        return adapter, None, None
+    ema_state = torch.load(ema_file, map_location="cpu", weights_only=True)
+    if len(ema_state["shadow"]) != count:
+        raise GenPropError(f"{ema_file} holds {len(ema_state['shadow'])} EMA tensors for {count} adapter parameters")
+    return adapter, ema_state["shadow"], ema_state.get("updates")
+
+
+def _trained_tensors(adapter_file: Path, trained: list[str]) -> list[torch.Tensor]:
+    """The tensors of an adapter file named `trained`, in that order, as float32."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(adapter_file))
+    missing = [name for name in trained if name not in state]
+    if missing:
+        raise GenPropError(f"{adapter_file} lacks {len(missing)} of the adapter's trained tensors ({missing[0]}, ...)")
+    return [state[name].float() for name in trained]
+
+
+def _copy_into_trained(adapter, tensors: list[torch.Tensor]) -> None:
+    with torch.no_grad():
+        for p, t in zip((p for p in adapter.parameters() if p.requires_grad), tensors, strict=True):
+            p.copy_(t)
+
+
+def compact_resume_note(config: TrainConfig) -> str | None:
+    """One line when the run will resume from a compact checkpoint (whose optimizer starts afresh)."""
+    checkpoint = latest_checkpoint(Path(config.output))
+    if checkpoint is None or not is_compact(checkpoint):
+        return None
+    return f"resuming from the compact checkpoint {checkpoint} (no optimizer state: AdamW starts afresh)"
 
 
 def describe(config: TrainConfig) -> str:

@@ -13,8 +13,7 @@ each starting from the previous stage's EMA weights. An ablation applies its ove
 to every stage. Every step is a `genprop` command (printed before it runs) whose output folder under --work is
 reused when it is already complete, and a training stage that was interrupted resumes from its last checkpoint,
 so the build can be stopped and restarted; a stage with a later stage under way counts as complete (its export
-is what that stage started from). Runs advance stage by stage (every run's stage 1, then every run's stage 2,
-...). Stage times go to WORK/timings.json. On this project's 2-core CPU:
+is what that stage started from). Stage times go to WORK/timings.json. On this project's 2-core CPU:
 about 8 hours (VAE 35 min, U-Net 50 min, adapter 6.5 h, stage 5's 2250 steps at 3 s each; docs/results.md).
 """
 
@@ -325,17 +324,17 @@ def main() -> int:
                           "--config", str(CONFIGS / BACKBONE_CONFIG), "-q"))
     env = {"GENPROP_REGISTRY": str(build_registry(work, None))}
     runs = {name: None if name == "full" else CONFIGS / f"ablation-{name}.toml" for name in run_names}
-    furthest = {name: furthest_stage(work, name) for name in runs}
-    # Stage by stage across the runs: a build stopped part way leaves every run at the same stage, a
-    # comparison at one budget.
-    for number, stage in enumerate(ADAPTER_STAGES, start=1):
-        for name, overlay in runs.items():
+    # Run by run: a run's progress is one compact checkpoint or export, so each session commits about 15 MB
+    # (stage by stage across runs would keep up to three).
+    for name, overlay in runs.items():
+        furthest = furthest_stage(work, name)
+        for number, stage in enumerate(ADAPTER_STAGES, start=1):
             folder = stage_folder(work, name, number)
             previous = stage_folder(work, name, number - 1) / "adapter.safetensors"
             init = ["--init-adapter", str(previous)] if number > 1 else []
             steps = ["--steps", str(args.adapter_steps)] if args.adapter_steps else []
             config = stage_config(work, stage, overlay)
-            timed(timings, folder.name, (folder / "adapter.safetensors").is_file() or number < furthest[name],
+            timed(timings, folder.name, (folder / "adapter.safetensors").is_file() or number < furthest,
                   lambda folder=folder, config=config, init=init, steps=steps: genprop(
                       "train", "--model", "toy", "--data", str(data), "-o", str(folder), "--config", str(config),
                       *init, *steps, "-q", env=env))  # fmt: skip

@@ -3,7 +3,12 @@ it) for the toy backbone's VAE and U-Net steps and for an adapter step; then gra
 on for the adapter (peak memory).
 
     python benchmarks/bench_train.py [--config configs/toy/backbone-wide.toml] [--steps 20] [--frames 8] [--size 64]
-                                     [--repeats 3] [--skip-checkpointing]
+                                     [--repeats 3] [--skip-checkpointing] [--emulated-bf16]
+
+It first names the CPU and times two kernels (a 2048x2048 matmul, a 3x3 convolution at 64 channels) in both
+precisions. On a CPU without AVX512-BF16 or AMX, bf16 is emulated (about 100x slower): the model rows then
+time float32 only, unless --emulated-bf16 asks for the slow bf16 timings too, and `genprop train` refuses bf16
+there, so the adapter's bf16 row is left out.
 
 The precision section builds the toy backbone of --config with random weights and times
 one optimizer step (forward, backward, AdamW) on random inputs of the training shapes: the VAE on
@@ -61,8 +66,22 @@ def _train_step(module: torch.nn.Module, forward, bf16: bool):
     return step
 
 
-def backbone_precision_rows(config: Path, repeats: int) -> list[tuple[str, float, float]]:
-    """(component, fp32 s/step, bf16 s/step) for the toy backbone's two training stages."""
+def kernel_rows(repeats: int) -> list[tuple[str, float, float]]:
+    """(kernel, fp32 s, bf16 autocast s) for a matmul and a convolution of the toy models' kind."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    x, conv = torch.randn(2, 64, 64, 64), torch.nn.Conv2d(64, 64, 3, padding=1)
+    rows = []
+    for name, kernel in (("matmul 2048x2048", lambda: a @ b), ("conv 3x3, 64 ch, 2x64x64", lambda: conv(x))):
+        timed = []
+        for bf16 in (False, True):
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                timed.append(_seconds_per_step(kernel, repeats))
+        rows.append((name, *timed))
+    return rows
+
+
+def backbone_precision_rows(config: Path, repeats: int, bf16: bool = True) -> list[tuple[str, float, float | None]]:
+    """(component, fp32 s/step, bf16 s/step or None unless `bf16`) for the toy backbone's two training stages."""
     from genprop_cli.families.svd.sampler import decode_vae
     from genprop_cli.training.backbone import BackboneTrainConfig, build_components
     from genprop_cli.training.trainer import read_toml
@@ -83,8 +102,8 @@ def backbone_precision_rows(config: Path, repeats: int) -> list[tuple[str, float
     }  # fmt: skip
     rows = []
     for name, (module, forward) in work.items():
-        fp32, bf16 = (_seconds_per_step(_train_step(module, forward, b), repeats) for b in (False, True))
-        rows.append((name, fp32, bf16))
+        fp32 = _seconds_per_step(_train_step(module, forward, False), repeats)
+        rows.append((name, fp32, _seconds_per_step(_train_step(module, forward, True), repeats) if bf16 else None))
     return rows
 
 
@@ -104,22 +123,39 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-checkpointing", action="store_true")
+    parser.add_argument("--emulated-bf16", action="store_true", help="time the model rows in bf16 on any CPU")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "tests"))
     from vis_datasets import scene, write_davis  # the test suite's synthetic DAVIS writer
 
+    from genprop_cli.hardware import cpu_has_native_bf16, cpu_name
+
+    native = cpu_has_native_bf16()
+    print(f"CPU: {cpu_name()}, {torch.get_num_threads()} threads, bf16 {'native' if native else 'emulated'}")
+    print(f"{'kernel':>44} {'fp32 s':>8} {'bf16 s':>8} {'speed-up':>9}")
+    for name, fp32, bf16 in kernel_rows(args.repeats):
+        print(f"{name:>44} {fp32:8.4f} {bf16:8.4f} {fp32 / bf16:9.3f}")
     print(f"toy backbone training step ({args.config.name}, random weights), median of {args.repeats}")
     print(f"{'component':>44} {'fp32 s':>8} {'bf16 s':>8} {'speed-up':>9}")
-    for name, fp32, bf16 in backbone_precision_rows(args.config, args.repeats):
-        print(f"{name:>44} {fp32:8.3f} {bf16:8.3f} {fp32 / bf16:9.2f}")
+    for name, fp32, bf16 in backbone_precision_rows(args.config, args.repeats, bf16=native or args.emulated_bf16):
+        if bf16 is None:
+            print(f"{name:>44} {fp32:8.3f} {'-':>8} {'-':>9}")
+        else:
+            print(f"{name:>44} {fp32:8.3f} {bf16:8.3f} {fp32 / bf16:9.2f}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         data = write_davis(Path(tmp) / "davis", {f"s{i}": scene(frames=24, size=(96, 64), seed=i) for i in range(4)})
-        precision = {mp: adapter_run(data, Path(tmp) / f"mp-{mp}", args, mixed_precision=mp) for mp in ("no", "bf16")}
-        print(f"adapter (random-tiny), batch 1, {args.frames} frames {args.size}x{args.size}, {args.steps} steps: "
-              f"fp32 {precision['no']['steps_per_s']:.2f} steps/s, bf16 {precision['bf16']['steps_per_s']:.2f} steps/s "
-              f"(speed-up {precision['bf16']['steps_per_s'] / precision['no']['steps_per_s']:.2f}); mean loss "
-              f"{precision['no']['total']:.4f} vs {precision['bf16']['total']:.4f}")
+        precisions = ("no", "bf16") if native else ("no",)
+        precision = {mp: adapter_run(data, Path(tmp) / f"mp-{mp}", args, mixed_precision=mp) for mp in precisions}
+        line = (f"adapter (random-tiny), batch 1, {args.frames} frames {args.size}x{args.size}, {args.steps} steps: "
+                f"fp32 {precision['no']['steps_per_s']:.2f} steps/s")
+        if native:
+            line += (f", bf16 {precision['bf16']['steps_per_s']:.2f} steps/s (speed-up "
+                     f"{precision['bf16']['steps_per_s'] / precision['no']['steps_per_s']:.2f}); mean loss "
+                     f"{precision['no']['total']:.4f} vs {precision['bf16']['total']:.4f}")
+        else:
+            line += " (bf16: refused by `genprop train` on this CPU)"
+        print(line)
         if args.skip_checkpointing:
             return
         for checkpointing in (False, True):

@@ -289,6 +289,8 @@ def main() -> int:
     parser.add_argument("--progress", type=Path, help="compact progress to resume from (copied into --work first)")
     parser.add_argument("--save-progress", action="store_true",
                         help="only write the runs' compact progress to --progress (replacing it) and stop")
+    parser.add_argument("--mixed-precision", choices=("no", "bf16"),
+                        help="override the configs' bf16 autocast (no: float32, on CPUs without AVX512-BF16 or AMX)")
     parser.add_argument("--eval", action="store_true", help="also make the evaluation set and run genprop eval")
     parser.add_argument("--no-install", action="store_true", help="leave the package assets and weights.toml alone")
     parser.add_argument("--adapter-steps", type=int, help="override the adapters' step count (smoke runs)")
@@ -316,12 +318,13 @@ def main() -> int:
     timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
 
     data = work / "data"
+    precision = ["--mixed-precision", args.mixed_precision] if args.mixed_precision else []
     timed(timings, "dataset", (data / "JPEGImages").is_dir(), lambda: genprop("toy", "dataset", str(data), *DATASET))
     if args.ablations_only and not (work / "backbone").exists():
         shutil.copytree(ASSETS / "backbone", work / "backbone")  # the shipped run's backbone
     timed(timings, "backbone", (work / "backbone" / "model_index.json").is_file(),
           lambda: genprop("toy", "train-backbone", "--data", str(data), "-o", str(work),
-                          "--config", str(CONFIGS / BACKBONE_CONFIG), "-q"))
+                          "--config", str(CONFIGS / BACKBONE_CONFIG), *precision, "-q"))
     env = {"GENPROP_REGISTRY": str(build_registry(work, None))}
     runs = {name: None if name == "full" else CONFIGS / f"ablation-{name}.toml" for name in run_names}
     # Run by run: a run's progress is one compact checkpoint or export, so each session commits about 15 MB
@@ -337,7 +340,7 @@ def main() -> int:
             timed(timings, folder.name, (folder / "adapter.safetensors").is_file() or number < furthest,
                   lambda folder=folder, config=config, init=init, steps=steps: genprop(
                       "train", "--model", "toy", "--data", str(data), "-o", str(folder), "--config", str(config),
-                      *init, *steps, "-q", env=env))  # fmt: skip
+                      *init, *steps, *precision, "-q", env=env))  # fmt: skip
             timings_file.write_text(json.dumps(timings, indent=2))
     if not (args.no_install or args.ablations_only):
         install(work)

@@ -135,3 +135,10 @@ def test_a_checkpoint_of_other_options_is_refused(dataset, tmp_path):
     _vae_l1s(dataset, tmp_path, vae_steps=2, save_every=2)
     with pytest.raises(OptionError, match="other options"):
         _vae_l1s(dataset, tmp_path, vae_steps=4, save_every=2, kl_weight=1e-3)
+
+
+def test_bf16_on_a_cpu_that_only_emulates_it_is_refused_before_anything_is_written(dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr("genprop_cli.hardware.cpu_has_native_bf16", lambda: False)
+    with pytest.raises(OptionError, match="AVX512-BF16 or AMX.*--mixed-precision no"):
+        train_backbone(config(dataset, tmp_path / "run", mixed_precision="bf16"))
+    assert not (tmp_path / "run").exists()

@@ -432,9 +432,12 @@ def test_mixed_precision_stores_the_frozen_parts_in_half_and_keeps_what_trains_i
     assert {p.dtype for p in pipe.vae.parameters()} == {torch.float32}
 
 
-def test_a_bf16_mixed_precision_run_trains_like_a_float32_one(davis, tmp_path):
+def test_a_bf16_mixed_precision_run_trains_like_a_float32_one(davis, tmp_path, monkeypatch):
     from accelerate.state import AcceleratorState
     from safetensors import safe_open
+
+    # The numerics are the point here, not the speed: tiny models run bf16 on any CPU.
+    monkeypatch.setattr("genprop_cli.hardware.cpu_has_native_bf16", lambda: True)
 
     full = train(config(davis, tmp_path / "fp32", model="random-tiny-wan", steps=3))
     AcceleratorState._reset_state(True)  # one mixed-precision setting per process, as in a real launch
@@ -557,3 +560,19 @@ def test_a_run_resumes_from_a_compact_checkpoint_without_its_init_file_and_keeps
     straight, exported = load_file(str(tmp_path / "straight" / "adapter.safetensors")), load_file(resumed.adapter)
     for k in straight:
         torch.testing.assert_close(exported[k], straight[k], rtol=0.05, atol=2e-3, msg=k)
+
+
+def test_bf16_on_a_cpu_that_only_emulates_it_is_refused_with_the_option_that_fixes_it(davis, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from genprop_cli.cli import app
+
+    monkeypatch.setattr("genprop_cli.hardware.cpu_has_native_bf16", lambda: False)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "--data", str(davis), "--model", "random-tiny", "--steps", "2",
+                                      "--frames", "4", "--width", "32", "--height", "32", "--output", str(out),
+                                      "--mixed-precision", "bf16", "-q"])  # fmt: skip
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "AVX512-BF16 or AMX" in lines[0] and "--mixed-precision no" in lines[0]
+    assert not out.exists()  # refused before anything was written

@@ -92,7 +92,7 @@ def train_command(
     height: Annotated[Optional[int], typer.Option(help="Training clip height (default: the variant's, 16:9).")] = None,
     sce_blocks: Annotated[Optional[int], typer.Option(help="Backbone blocks the SCE copies (default: all encoder blocks).")] = None,
     init_adapter: Annotated[Optional[str], typer.Option(help="Start from these adapter weights.")] = None,
-    mixed_precision: Annotated[Optional[str], typer.Option(help="no, fp16 or bf16 (GPU).")] = None,
+    mixed_precision: Annotated[Optional[str], typer.Option(help="no, fp16 (GPU) or bf16 (GPU, or a CPU with AVX512-BF16 or AMX).")] = None,
     gradient_checkpointing: Annotated[Optional[bool], typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute activations in backward.")] = None,
     ema_decay: Annotated[Optional[float], typer.Option(help="Keep an EMA of the adapter (e.g. 0.999) and export it.")] = None,
     save_every: Annotated[Optional[int], typer.Option(help="Checkpoint every N steps.")] = None,
@@ -314,6 +314,7 @@ def toy_train_backbone(
     vae_steps: Annotated[Optional[int], typer.Option(help="VAE optimizer steps.")] = None,
     unet_steps: Annotated[Optional[int], typer.Option(help="U-Net optimizer steps.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of data, noise and initialisation.")] = None,
+    mixed_precision: Annotated[Optional[str], typer.Option(help="no or bf16 (a GPU, or a CPU with AVX512-BF16 or AMX).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Tracebacks for internal errors.")] = False,
 ) -> None:
@@ -323,7 +324,8 @@ def toy_train_backbone(
         from genprop_cli.training.trainer import read_toml
 
         raw = read_toml(config) if config is not None else {}
-        overrides = dict(data=str(data), output=str(output), vae_steps=vae_steps, unet_steps=unet_steps, seed=seed)
+        overrides = dict(data=str(data), output=str(output), vae_steps=vae_steps, unet_steps=unet_steps, seed=seed,
+                         mixed_precision=mixed_precision)  # fmt: skip
         cfg = BackboneTrainConfig.from_dict({**raw, **{k: v for k, v in overrides.items() if v is not None}})
 
         def log(record: dict) -> None:

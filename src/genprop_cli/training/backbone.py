@@ -28,6 +28,7 @@ import torch
 from genprop_cli.config import reject_unknown, require_at_least_one
 from genprop_cli.errors import OptionError
 from genprop_cli.fileio import atomic_folder
+from genprop_cli.hardware import check_bf16_runs_natively
 from genprop_cli.families.svd.objective import edm_denoised, edm_noisy_input, sample_sigma
 from genprop_cli.families.svd.sampler import decode_vae
 from genprop_cli.training.data import ClipSpec, open_dataset, sample_clip
@@ -492,6 +493,8 @@ def train_backbone(config: BackboneTrainConfig, *, log: LogFn | None = None) -> 
 
     from genprop_cli.families.svd.sampler import GenPropSVDPipeline, SVDConditioning
 
+    if config.mixed_precision == "bf16":
+        check_bf16_runs_natively(torch.device(config.device), "--mixed-precision no")
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     (output / "backbone-config.json").write_text(json.dumps(asdict(config), indent=2))

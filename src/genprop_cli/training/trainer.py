@@ -38,6 +38,7 @@ except ModuleNotFoundError:  # Python 3.10
 from genprop_cli.config import field_default, reject_unknown, require_at_least_one
 from genprop_cli.errors import GenPropError, OptionError
 from genprop_cli.fileio import partial_path, replace_folder
+from genprop_cli.hardware import check_bf16_runs_natively
 from genprop_cli.training.augment import AugmentConfig, PairSampler
 from genprop_cli.training.data import ClipSpec, open_dataset, sample_clip
 from genprop_cli.training.ema import EMA, check_decay
@@ -368,6 +369,9 @@ def _start(config: TrainConfig) -> tuple[_Session, int]:
     config = with_variant_defaults(config)
     output = Path(config.output)
     check_data_parallel(launched_engine(os.environ))  # before Accelerate sets up (or imports) that engine
+    if config.mixed_precision == "bf16":  # before Accelerate fixes the process's precision
+        on_gpu = config.device != "cpu" and torch.cuda.is_available()
+        check_bf16_runs_natively(torch.device("cuda" if on_gpu else "cpu"), "--mixed-precision no")
     accelerator = Accelerator(
         gradient_accumulation_steps=config.grad_accum,
         mixed_precision=config.mixed_precision,

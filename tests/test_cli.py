@@ -297,6 +297,9 @@ def test_ctrl_c_mid_run_leaves_no_output(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "genprop_cli", "remove", str(video), "-f", str(frame), "-o", str(out), "--steps", "8", "--model", "random-tiny"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+        # A shell that runs pytest in the background hands SIGINT down ignored, and Python then installs no
+        # KeyboardInterrupt handler: the child gets the default, as under a terminal.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob(".out.mp4.partial*")) and time.monotonic() < deadline and proc.poll() is None:

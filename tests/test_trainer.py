@@ -517,7 +517,9 @@ def test_the_adapter_records_the_inside_weight_it_trained_with_in_the_run_and_th
 
 # --- compact checkpoints (committed between sessions) ----------------------------------------------------
 
-from genprop_cli.training.trainer import COMPACT_EMA, COMPACT_WEIGHTS, compact_checkpoint  # noqa: E402
+from genprop_cli.training.trainer import (  # noqa: E402
+    COMPACT_EMA, COMPACT_WEIGHTS, compact_checkpoint, compact_resume_note,
+)
 
 
 def test_a_compact_checkpoint_is_small_and_exports_the_same_adapter_in_fp16(davis, tmp_path):
@@ -545,8 +547,11 @@ def test_a_run_resumes_from_a_compact_checkpoint_without_its_init_file_and_keeps
     second = dict(init_adapter=str(init), ema_decay=0.5, warmup_steps=4)
     train(config(davis, tmp_path / "straight", **second))
     train(config(davis, tmp_path / "half", steps=2, **second))
+    assert compact_resume_note(config(davis, tmp_path / "resumed", **second)) is None
     compact_checkpoint(latest_checkpoint(tmp_path / "half"), tmp_path / "resumed" / "checkpoints" / "step-00000002")
     init.unlink()  # a committed compact checkpoint does not need the run's init file
+    note = compact_resume_note(config(davis, tmp_path / "resumed", **second))
+    assert "step-00000002" in note and "AdamW starts afresh" in note
 
     resumed = train(config(davis, tmp_path / "resumed", **second))
     assert resumed.resumed_from == 2 and resumed.fresh_optimizer

@@ -68,7 +68,9 @@ def main() -> None:
     print("| task | output | " + " | ".join(METRICS) + " |")
     print("|---" * (len(METRICS) + 2) + "|")
     for (task, name), scores in sorted(table.items()):
-        cells = [f"{np.mean(scores[m]):.3g}" if m in scores else "" for m in METRICS]
+        # A metric's mean over the examples that have it (a removal without a shadow has no shadow residual).
+        kept = {m: [v for v in scores.get(m, []) if not np.isnan(v)] for m in METRICS}
+        cells = [f"{np.mean(kept[m]):.3g}" if kept[m] else "" for m in METRICS]
         print(f"| {task} | {name} | " + " | ".join(cells) + " |")
 
 

@@ -216,12 +216,18 @@ def save_progress(work: Path, runs: list[str], progress: Path) -> None:
 
 
 def restore_progress(work: Path, progress: Path) -> None:
-    """Copies into `work` what `progress` holds and `work` lacks (timings are merged)."""
+    """Copies into `work` what `progress` holds and `work` lacks: files one by one, checkpoints whole (a full
+    checkpoint of the same step is kept as it is); timings are merged."""
     for path in sorted(progress.rglob("*")):
-        target = work / path.relative_to(progress)
-        if path.is_file() and path.name != "timings.json" and not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target)
+        relative = path.relative_to(progress)
+        target = work / relative
+        if path.is_dir() and path.parent.name == "checkpoints":
+            if not target.exists():
+                shutil.copytree(path, target)
+        elif path.is_file() and "checkpoints" not in relative.parts and path.name != "timings.json":
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target)
     if (progress / "timings.json").is_file():
         saved = json.loads((progress / "timings.json").read_text())
         current = json.loads((work / "timings.json").read_text()) if (work / "timings.json").is_file() else {}

@@ -57,6 +57,10 @@ def test_saved_progress_keeps_only_the_furthest_stage_and_resumes_from_an_empty_
         "timings.json",
     ]
 
+    # Into a build that still has the full checkpoint of that step, nothing of the compact one is mixed in.
+    build_toy.restore_progress(work, progress)
+    assert not (latest_checkpoint(stopped) / COMPACT_WEIGHTS).exists()
+
     build_toy.restore_progress(fresh, progress)
     assert build_toy.furthest_stage(fresh, "no-mpd") == 2 and build_toy.furthest_stage(fresh, "no-ra") == 0
     assert json.loads((fresh / "timings.json").read_text()) == {"adapter-no-mpd-stage1": 1.0}

@@ -1,8 +1,8 @@
 """What this machine runs fast: bfloat16 is native only on CPUs with AVX512-BF16 or AMX.
 
 Elsewhere (AVX2 CPUs such as AMD EPYC Milan) oneDNN emulates bf16, and a training step under bf16 autocast runs
-orders of magnitude slower than in float32 (docs/results.md, twelfth session: a 3x3 convolution 115x slower, a
-2048x2048 matmul more than 100x). Asking for bf16 there is refused with the option that fixes it, rather than
+orders of magnitude slower than in float32 (docs/results.md, twelfth session, on an AMD EPYC: a 3x3 convolution
+91x slower, a 2048x2048 matmul 446x). Asking for bf16 there is refused with the option that fixes it, rather than
 left to run for days.
 """
 
@@ -13,15 +13,19 @@ import torch
 from genprop_cli.errors import OptionError
 
 
+def _capabilities() -> dict:
+    """torch's reading of this CPU's features (empty on builds without it)."""
+    return torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX-BF16)."""
-    capabilities = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    capabilities = _capabilities()
     return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
 
 
 def cpu_name() -> str:
-    capabilities = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
-    return str(capabilities.get("cpu_name") or torch.backends.cpu.get_cpu_capability())
+    return str(_capabilities().get("cpu_name") or torch.backends.cpu.get_cpu_capability())
 
 
 def check_bf16_runs_natively(device: torch.device, fix: str) -> None:

@@ -9,7 +9,7 @@ gives the sampler and the objective (`families.get_family`); a family registered
 Every step's data and noise are drawn from generators seeded by (seed, step, micro-batch, process), so a
 run resumed from a checkpoint (model, optimizer, LR scheduler, EMA and step, saved with Accelerate)
 continues exactly as an uninterrupted run would. A compact checkpoint (`compact_checkpoint`: the weights and
-the EMA in fp16, no optimizer moments; a sixth of the size) is small enough to commit, so a long run can span
+the EMA in fp16, no optimizer moments; a quarter of the size) is small enough to commit, so a long run can span
 machines that keep no files; a run resumed from one starts AdamW afresh and is close to, not equal to, the
 uninterrupted run.
 """
@@ -404,7 +404,7 @@ def _start(config: TrainConfig) -> tuple[_Session, int]:
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
     trained = [name for name, p in denoiser.adapter.named_parameters() if p.requires_grad]
-    start = _resume(accelerator, config, output, scheduler, ema, trained)
+    start = _resume(accelerator, config, checkpoint, scheduler, ema, trained)
     session = _Session(accelerator, config, output, stream, pipe, model, optimizer, scheduler, params, ema,
                        objective_for(pipe, config.noise), fresh_optimizer=compact)  # fmt: skip
     return session, start
@@ -497,13 +497,13 @@ def _append_log(output: Path, record: dict[str, float]) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def _resume(accelerator, config: TrainConfig, output: Path, scheduler, ema: EMA | None,
+def _resume(accelerator, config: TrainConfig, checkpoint: Path | None, scheduler, ema: EMA | None,
             trained: list[str]) -> int:  # fmt: skip
-    """Loads the latest checkpoint of `output` if there is one; returns the step to continue from. A compact
+    """Loads `checkpoint` (the run's latest) if there is one; returns the step to continue from. A compact
     checkpoint's weights were loaded with the pipeline; here its EMA and LR schedule follow."""
-    checkpoint = latest_checkpoint(output)
     if checkpoint is None:
         return 0
+    output = checkpoint.parent.parent
     saved = json.loads((checkpoint / "trainer_state.json").read_text())
     current = json.loads(json.dumps(config.resume_key()))
     if with_added_options(saved["config"], current, TrainConfig) != current:
@@ -637,7 +637,7 @@ def compact_checkpoint(checkpoint: Path, destination: Path) -> Path:
         adapter.to(torch.float16).save(temp / COMPACT_WEIGHTS)
         if shadow is not None:
             _copy_into_trained(adapter, shadow)
-            adapter.to(torch.float16).save(temp / COMPACT_EMA)
+            adapter.save(temp / COMPACT_EMA)
         shutil.copyfile(checkpoint / SCHEDULER_FILE, temp / SCHEDULER_FILE)
         state = {**saved, "compact": True, **({"ema_updates": updates} if shadow is not None else {})}
         (temp / "trainer_state.json").write_text(json.dumps(state))

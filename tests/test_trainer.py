@@ -84,7 +84,7 @@ def test_source_noised_steps_show_the_model_the_noised_source_and_train_the_mpd_
 
     always = terms(LossWeights(mpd=0.5, mpd_source_noised=1.0), batch)
     assert float(always.total) == pytest.approx(0.5 * float(always.mpd))
-    assert float(always.non_mask) == float(always.mask) == float(always.grad) == 0.0
+    assert all(math.isnan(float(t)) for t in (always.non_mask, always.mask, always.grad))  # not measured
     as_target = terms(LossWeights(mpd=0.5), dataclasses.replace(batch, target=batch.source))
     assert float(always.mpd) == pytest.approx(float(as_target.mpd), rel=1e-5)  # the same input: the source's
     assert float(always.mpd) != pytest.approx(float(terms(LossWeights(mpd=0.5), batch).mpd), rel=1e-5)
@@ -462,6 +462,34 @@ def test_a_run_on_unchanged_pairs_only_has_no_mask_term_and_teaches_the_mpd_to_m
     assert log[-1]["mpd"] < log[0]["mpd"]
 
 
+def test_a_log_leaves_out_the_denoising_terms_of_source_noised_steps_instead_of_averaging_zeros(davis, tmp_path):
+    """Source-noised steps train the MPD alone: their denoising terms are not measured, so the log and the
+    summary's means must read those terms from the other steps only (averaging zeros halved them before)."""
+    run = config(davis, tmp_path / "run", steps=8, save_every=8, loss={"mpd_source_noised": 0.5})
+    result = train(run)
+    log = read_log(tmp_path / "run")
+    noised = [r for r in log if "non_mask" not in r]
+    measured = [r for r in log if "non_mask" in r]
+    assert noised and measured  # seed 0 draws both kinds in 8 steps
+    assert all(set(r) == {"step", "mpd", "total", "lr"} for r in noised)
+    assert all(r["non_mask"] > 0 and math.isfinite(r["total"]) for r in measured)
+    last = log[-10:]
+    assert result.mean_terms_last_10["non_mask"] == pytest.approx(np.mean([r["non_mask"] for r in measured]))
+    assert result.mean_terms_last_10["mpd"] == pytest.approx(np.mean([r["mpd"] for r in last]))
+
+
+def test_step_terms_are_averaged_over_the_micro_batches_that_measured_them():
+    from genprop_cli.training.trainer import _gathered_terms
+
+    class OneProcess:
+        def gather(self, tensor):
+            return tensor
+
+    nan = float("nan")
+    micro = [torch.tensor([nan, 1.0, nan]), torch.tensor([3.0, 2.0, nan])]
+    assert _gathered_terms(OneProcess(), ["non_mask", "mpd", "grad"], micro) == {"non_mask": 3.0, "mpd": 1.5}
+
+
 def test_a_checkpoint_written_before_an_option_existed_resumes_under_its_default_only(davis, tmp_path):
     """A checkpoint whose saved options lack ones added since (here `[augment] unchanged` and `[loss]
     mpd_inside_weight`, removed from its trainer_state.json) resumes when the run leaves them at their defaults
@@ -576,8 +604,8 @@ def test_bf16_on_a_cpu_that_only_emulates_it_is_refused_with_the_option_that_fix
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["train", "--data", str(davis), "--model", "random-tiny", "--steps", "2",
                                       "--frames", "4", "--width", "32", "--height", "32", "--output", str(out),
-                                      "--mixed-precision", "bf16", "-q"])  # fmt: skip
+                                      "--mixed-precision", "bf16"])  # fmt: skip
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert result.exit_code == 2 and len(lines) == 1, result.output  # no "training ..." line before it
     assert "AVX512-BF16 or AMX" in lines[0] and "--mixed-precision no" in lines[0]
     assert not out.exists()  # refused before anything was written

@@ -105,7 +105,7 @@ def train_command(
     """`genprop train` (its help is the decorator's: rich help prints a docstring's line breaks)."""
     try:
         from genprop_cli.training.trainer import (
-            TrainConfig, compact_resume_note, describe, train, with_variant_defaults,
+            TrainConfig, check_can_train, compact_resume_note, describe, train, with_variant_defaults,
         )
 
         overrides = dict(
@@ -119,6 +119,7 @@ def train_command(
         else:
             cfg = TrainConfig.from_dict({k: v for k, v in overrides.items() if v is not None})
         cfg = with_variant_defaults(cfg)
+        check_can_train(cfg)  # a refusal is the only line printed
         if not quiet:
             err.print(describe(cfg), highlight=False)
             if note := compact_resume_note(cfg):

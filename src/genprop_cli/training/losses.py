@@ -100,10 +100,11 @@ def draws_source_noised(weights: LossWeights, generator: torch.Generator, device
 
 
 def mpd_only(terms: LossTerms, weights: LossWeights) -> LossTerms:
-    """A source-noised step's terms: L_MPD alone; the denoising terms, which compare a source-made input with
-    the target, are reported as 0 and do not train."""
-    zero = terms.mpd.new_zeros(())
-    return LossTerms(non_mask=zero, mask=zero, grad=zero, mpd=terms.mpd, total=weights.mpd * terms.mpd)
+    """A source-noised step's terms: L_MPD alone. The denoising terms, which would compare a source-made input
+    with the target, do not train and are NaN, "not measured": a log that averaged zeros for them would read
+    half their size under `mpd_source_noised = 0.5`."""
+    unmeasured = terms.mpd.new_full((), float("nan"))
+    return LossTerms(non_mask=unmeasured, mask=unmeasured, grad=unmeasured, mpd=terms.mpd, total=weights.mpd * terms.mpd)
 
 
 def combine(

@@ -219,6 +219,17 @@ def check_trainable(model: str | None) -> None:
         )
 
 
+def check_can_train(config: TrainConfig) -> None:
+    """The refusals that need neither data nor a model: a backbone family with no objective, a sharding
+    engine, bf16 on a CPU that only emulates it. Run before Accelerate sets up, which would import that
+    engine and fix the process's precision."""
+    check_trainable(config.model)
+    check_data_parallel(launched_engine(os.environ))
+    if config.mixed_precision == "bf16":
+        on_gpu = config.device != "cpu" and torch.cuda.is_available()
+        check_bf16_runs_natively(torch.device("cuda" if on_gpu else "cpu"), "--mixed-precision no")
+
+
 def with_variant_defaults(config: TrainConfig) -> TrainConfig:
     """Fills the clip length and size the config leaves open from the variant in weights.toml."""
     if None not in (config.frames, config.width, config.height):
@@ -365,13 +376,9 @@ def _start(config: TrainConfig) -> tuple[_Session, int]:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    check_trainable(config.model)
+    check_can_train(config)
     config = with_variant_defaults(config)
     output = Path(config.output)
-    check_data_parallel(launched_engine(os.environ))  # before Accelerate sets up (or imports) that engine
-    if config.mixed_precision == "bf16":  # before Accelerate fixes the process's precision
-        on_gpu = config.device != "cpu" and torch.cuda.is_available()
-        check_bf16_runs_natively(torch.device("cuda" if on_gpu else "cpu"), "--mixed-precision no")
     accelerator = Accelerator(
         gradient_accumulation_steps=config.grad_accum,
         mixed_precision=config.mixed_precision,
@@ -472,7 +479,7 @@ def _summary(s: _Session, history: list[dict[str, float]], start: int, started: 
     return TrainResult(
         output=str(s.output), adapter=str(adapter_path), steps=config.steps, resumed_from=start,
         processes=s.accelerator.num_processes, final_terms=last,
-        mean_terms_last_10={k: float(np.mean([h[k] for h in history[-10:]])) for k in last},
+        mean_terms_last_10=_mean_terms(history[-10:]),
         steps_per_s=(config.steps - start) / max(time.perf_counter() - started, 1e-9),
         peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         peak_cuda_mib=torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
@@ -481,15 +488,22 @@ def _summary(s: _Session, history: list[dict[str, float]], start: int, started: 
     )  # fmt: skip
 
 
+def _mean_terms(history: list[dict[str, float]]) -> dict[str, float]:
+    """Each term's mean over the logged steps that measured it."""
+    names = dict.fromkeys(k for h in history for k in h)
+    return {k: float(np.mean([h[k] for h in history if k in h])) for k in names}
+
+
 def _seed_of(seed: int, step: int, micro: int, process: int) -> int:
     return int(np.random.SeedSequence([seed, step, micro, process, 1]).generate_state(1)[0])
 
 
 def _gathered_terms(accelerator, names: list[str], micro_terms: list[torch.Tensor]) -> dict[str, float]:
     """A step's loss terms (one stacked tensor per micro-batch), averaged over its micro-batches and over
-    processes (for logging only)."""
-    values = accelerator.reduce(torch.stack(micro_terms).mean(dim=0), reduction="mean")
-    return {k: float(v) for k, v in zip(names, values)}
+    processes (for logging only). A term is averaged over the micro-batches that measured it (not NaN), and
+    left out when none did (a source-noised step's denoising terms)."""
+    values = torch.nanmean(accelerator.gather(torch.stack(micro_terms)), dim=0)
+    return {k: float(v) for k, v in zip(names, values) if not torch.isnan(v)}
 
 
 def _append_log(output: Path, record: dict[str, float]) -> None:

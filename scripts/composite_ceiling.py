@@ -13,32 +13,15 @@ from __future__ import annotations
 import argparse
 from collections import defaultdict
 
-import cv2
 import numpy as np
 
 from genprop_cli.api import Clip, GenProp
 from genprop_cli.config import PropagationOptions
+from genprop_cli.evaluation.ceilings import composite, true_region_weight
 from genprop_cli.evaluation.runner import MethodOutput, score
 from genprop_cli.toy import read_eval_set
 
 METRICS = ("psnr", "psnr_m", "residual_object", "residual_shadow")
-
-
-def composite(video: np.ndarray, source: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """weight (T, H, W) in [0, 1]: 1 takes the generated pixel, 0 the source's."""
-    w = weight[..., None].astype(np.float32)
-    return (w * video + (1 - w) * source + 0.5).clip(0, 255).astype(np.uint8)
-
-
-def oracle_weight(example, grow: int = 2, feather: float = 1.0) -> np.ndarray:
-    """The ground-truth edit region (object and shadow included), grown and feathered."""
-    region = example.masks.copy()
-    for extra in (example.object_masks, example.shadow_masks):
-        if extra is not None:
-            region |= extra
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
-    grown = [cv2.dilate(m.astype(np.uint8), kernel).astype(np.float32) for m in region]
-    return np.stack([cv2.GaussianBlur(m, (0, 0), feather) for m in grown])
 
 
 def main() -> None:
@@ -60,7 +43,7 @@ def main() -> None:
         outputs = {
             "generated": video,
             "+composite (MPD mask)": composite(video, example.source, mpd),
-            "+composite (true region)": composite(video, example.source, oracle_weight(example)),
+            "+composite (true region)": composite(video, example.source, true_region_weight(example)),
         }
         for name, output in outputs.items():
             for metric, value in score(example, MethodOutput(output)).items():

@@ -4,13 +4,15 @@
         [--preserve | --no-preserve] [--preserve-threshold P] [--tasks-only] [--combine]
 
 For every example of each set, in the order the signal goes through the model:
-  1. VAE: decode(encode(source)) against the source: nothing the model outputs can beat this;
+  1. VAE: decode(encode(source)) against the source: nothing the model decodes can beat this;
   2. backbone alone: the frozen I2V model sampled from the unedited first frame with the adapter's
      residuals off (sce_scale 0), against the source: what the image-to-video prior keeps by itself;
   3. identity propagation: GenProp with the UNEDITED first frame (task edit), against the source: how
      much of the clip the SCE carries through when nothing was changed;
   4. the task itself: GenProp with the edited first frame, PSNR against the ground truth and PSNR_m
-     (outside the true edit region, against the source), next to the classical baselines.
+     (outside the true edit region, against the source), next to the classical baselines and to the first
+     stage's ceilings: the ground truth through the VAE, as is and composited inside the true edit region
+     (what a perfect generator would score without and with a perfect `--composite`).
 Then one long clip (--long-frames, three 32-frame chunks at 96) is propagated and its PSNR_m printed per
 frame and per chunk, to show drift within and between chunks. Stages 3 and 4 and the long clip are sampled
 as the variant does by default; --preserve / --no-preserve and --preserve-threshold choose (with --preserve,
@@ -32,6 +34,7 @@ from genprop_cli.api import Clip, GenProp, to_model_frames
 from genprop_cli.config import PropagationOptions, Task
 from genprop_cli.evaluation import metrics
 from genprop_cli.evaluation.baselines import BASELINES
+from genprop_cli.evaluation.ceilings import first_stage_ceilings
 from genprop_cli.evaluation.runner import MethodOutput, applies, genprop_method, score
 from genprop_cli.toy import read_eval_set, toy_example
 
@@ -89,6 +92,9 @@ def decompose(
             if applies(name, example.task):
                 for metric, value in score(example, MethodOutput(baseline(source, example.edited_first))).items():
                     table[f"4. {task}: {name}"][metric].append(value)
+        for suffix, output in first_stage_ceilings(example, lambda v: vae_round_trip(model, v)).items():
+            for metric, value in score(example, output).items():
+                table[f"4. {task}: VAE(ground truth){suffix}"][metric].append(value)
     return table
 
 

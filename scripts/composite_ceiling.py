@@ -17,8 +17,8 @@ import numpy as np
 
 from genprop_cli.api import Clip, GenProp
 from genprop_cli.config import PropagationOptions
-from genprop_cli.evaluation.ceilings import composite, true_region_weight
-from genprop_cli.evaluation.runner import MethodOutput, score
+from genprop_cli.evaluation.ceilings import true_region_weight
+from genprop_cli.evaluation.runner import MethodOutput, composite, score
 from genprop_cli.toy import read_eval_set
 
 METRICS = ("psnr", "psnr_m", "residual_object", "residual_shadow")

@@ -14,6 +14,7 @@ from genprop_cli.api import Clip, GenProp
 from genprop_cli.config import PropagationOptions, Task
 from genprop_cli.evaluation import metrics
 from genprop_cli.evaluation.baselines import BASELINES
+from genprop_cli.evaluation.runner import composite
 from genprop_cli.toy import toy_example
 
 CASES = ((Task.REMOVE, 4252), (Task.REMOVE, 1234), (Task.EDIT, 4252))
@@ -46,10 +47,10 @@ def main() -> None:
                                          preserve_margin=args.preserve_margin)
             frames = list(model.propagate(Clip.from_frames(example.source, example.edited_first), options))
             video = np.stack([f.rgb for f in frames])
-            soft = np.stack([f.mask for f in frames]).astype(np.float32)[..., None] / 255
-            composite = (soft * video + (1 - soft) * example.source + 0.5).clip(0, 255).astype(np.uint8)
+            soft = np.stack([f.mask for f in frames]).astype(np.float32) / 255
+            composited = composite(video, example.source, soft)
             print(f"{task.value} seed {seed} guidance {guidance} ({time.perf_counter() - started:.0f} s): "
-                  f"{scores(video, example)}; +composite {scores(composite, example)}; "
+                  f"{scores(video, example)}; +composite {scores(composited, example)}; "
                   f"mask area {soft.mean():.3f} (truth {example.masks.mean():.3f})", flush=True)
         for name, baseline in BASELINES.items():
             if name != "mask_then_inpaint" or task is Task.REMOVE:

@@ -9,8 +9,8 @@ import pytest
 
 from genprop_cli.config import Task
 from genprop_cli.evaluation import metrics
-from genprop_cli.evaluation.ceilings import composite, first_stage_ceilings, true_region_weight
-from genprop_cli.evaluation.runner import score
+from genprop_cli.evaluation.ceilings import first_stage_ceilings, true_region_weight
+from genprop_cli.evaluation.runner import composite, score
 from genprop_cli.toy import toy_example
 
 

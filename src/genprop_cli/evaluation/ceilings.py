@@ -14,13 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from genprop_cli.evaluation.runner import EvalExample, MethodOutput
-
-
-def composite(video: np.ndarray, source: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """uint8 (T, H, W, 3) videos; `weight` (T, H, W) in [0, 1]: 1 takes the video's pixel, 0 the source's."""
-    w = weight[..., None].astype(np.float32)
-    return (w * video + (1 - w) * source + 0.5).clip(0, 255).astype(np.uint8)
+from genprop_cli.evaluation.runner import EvalExample, MethodOutput, composite
 
 
 def true_region_weight(example: EvalExample, grow: int = 2, feather: float = 1.0) -> np.ndarray:

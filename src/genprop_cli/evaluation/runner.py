@@ -51,6 +51,12 @@ class MethodOutput:
     masks: np.ndarray | None = None  # (T, H, W) bool, the method's own modification mask if it has one
 
 
+def composite(video: np.ndarray, source: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """uint8 (T, H, W, 3) videos; `weight` (T, H, W) in [0, 1]: 1 takes the video's pixel, 0 the source's."""
+    w = weight[..., None].astype(np.float32)
+    return (w * video + (1 - w) * source + 0.5).clip(0, 255).astype(np.uint8)
+
+
 # A method returns its output, or several named outputs of one run ({suffix: output}, e.g. with and
 # without compositing), each scored as its own method "<name><suffix>".
 Method = Callable[[EvalExample], "MethodOutput | dict[str, MethodOutput]"]
@@ -79,10 +85,10 @@ def genprop_method(
         clip = Clip.from_frames(example.source, example.edited_first, name=example.name)
         frames = list(model.propagate(clip, options))
         video = np.stack([f.rgb for f in frames])
-        soft = np.stack([f.mask for f in frames]).astype(np.float32)[..., None] / 255.0
-        composite = (soft * video + (1 - soft) * example.source + 0.5).clip(0, 255).astype(np.uint8)
-        masks = soft[..., 0] >= 0.5
-        return {"": MethodOutput(video, masks), "+composite": MethodOutput(composite, masks)}
+        soft = np.stack([f.mask for f in frames]).astype(np.float32) / 255.0
+        masks = soft >= 0.5
+        composited = composite(video, example.source, soft)
+        return {"": MethodOutput(video, masks), "+composite": MethodOutput(composited, masks)}
 
     return run
 
